@@ -1,0 +1,10 @@
+//! Shared between Purple's helpers: the policy model and its parser, the
+//! wire protocol between `purple-supervisor` and `purple-init`, the exit
+//! report, and the small value types both sides validate the same way.
+
+pub mod capability;
+pub mod codec;
+pub mod policy;
+pub mod protocol;
+pub mod report;
+pub mod values;

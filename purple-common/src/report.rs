@@ -1,0 +1,124 @@
+//! The exit report: how a sandbox ended and what isolation it actually had.
+//!
+//! Written by purple-init (the trusted side), sent to the supervisor, which
+//! prints it as JSON for `--report FILE`. The schema is documented in
+//! docs/exit-report.md; fields are only ever added, and `schema_version`
+//! changes when a field changes meaning.
+
+use serde::{Deserialize, Serialize};
+
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+/// Exit status of `purple-supervisor run` when Purple itself failed or refused.
+pub const EXIT_PURPLE_FAILED: i32 = 125;
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+pub const EXIT_NOT_FOUND: i32 = 127;
+pub const EXIT_TIMEOUT: i32 = 124;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The command exited on its own; `exit_code` is its status.
+    Exited,
+    /// The command died of a signal; `exit_code` is 128 + signal.
+    Signaled,
+    /// The wall-clock timeout ended the sandbox (exit code 124).
+    Timeout,
+    /// Purple was asked to stop (SIGINT, SIGTERM, SIGHUP) and ended the sandbox.
+    Interrupted,
+    /// The command was not found in the sandbox (exit code 127).
+    NotFound,
+    /// The command was found but could not be executed (exit code 126).
+    NotExecutable,
+    /// The request was refused before anything was set up (exit code 125).
+    Refused,
+    /// Setting the sandbox up failed (exit code 125).
+    SetupFailed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Exited => "exited",
+            Outcome::Signaled => "signaled",
+            Outcome::Timeout => "timeout",
+            Outcome::Interrupted => "interrupted",
+            Outcome::NotFound => "not_found",
+            Outcome::NotExecutable => "not_executable",
+            Outcome::Refused => "refused",
+            Outcome::SetupFailed => "setup_failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitReport {
+    pub schema_version: u32,
+    /// UUID v4 chosen by purple-init.
+    pub sandbox_id: String,
+    pub command: Vec<String>,
+    pub status: Outcome,
+    /// What `purple-supervisor run` exits with.
+    pub exit_code: i32,
+    /// The signal that ended the command (`signaled`) or Purple (`interrupted`).
+    pub signal: Option<i32>,
+    /// Wall time from the request being accepted to the sandbox being gone.
+    pub wall_time_ms: u64,
+    /// For refused / setup_failed / not_found / not_executable: what and why,
+    /// in one line.
+    pub message: Option<String>,
+    /// What was actually enforced; absent when nothing was set up.
+    pub isolation: Option<Isolation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapping {
+    pub inside: u32,
+    pub outside: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub destination: String,
+    /// `bind`, `tmpfs`, `proc`, `devpts`, `mask`.
+    pub kind: String,
+    pub read_only: bool,
+    /// Host path the supervisor opened, for binds (informational: the mount
+    /// was made from the file descriptor, not from this path).
+    pub source: Option<String>,
+    pub size_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilitySets {
+    pub effective: Vec<String>,
+    pub permitted: Vec<String>,
+    pub inheritable: Vec<String>,
+    pub bounding: Vec<String>,
+    pub ambient: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Isolation {
+    /// Namespaces the sandbox got: user, mnt, pid, net, ipc, uts, cgroup.
+    pub namespaces: Vec<String>,
+    pub uid_map: IdMapping,
+    pub gid_map: IdMapping,
+    pub hostname: String,
+    /// `loopback-only` for network mode none.
+    pub network: String,
+    pub root_read_only: bool,
+    pub mounts: Vec<MountRecord>,
+    pub masked_paths: Vec<String>,
+    pub no_new_privs: bool,
+    /// The capability sets the command was started with.
+    pub capabilities: CapabilitySets,
+    pub new_session: bool,
+    /// Wall-clock timeout in milliseconds, when one was set.
+    pub timeout_ms: Option<u64>,
+    /// Mechanisms of later issues, stated as what holds now
+    /// (e.g. `not applied: policy mode best-effort, not built yet`).
+    pub seccomp: String,
+    pub landlock: String,
+    pub cgroup: String,
+}

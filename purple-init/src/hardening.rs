@@ -1,0 +1,179 @@
+//! Process hygiene for a setuid program, done before anything else.
+//!
+//! The caller controls purple-init's whole starting state: environment,
+//! open descriptors, signal dispositions and mask, umask, rlimits, cwd. None
+//! of it is trusted. This module resets what purple-init relies on and
+//! keeps from the caller only the socket at fd 3 and fds 0-2 (which become
+//! the workload's standard streams).
+
+use std::ffi::OsString;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::socket::{getsockopt, sockopt, SockType};
+use purple_common::protocol::INIT_SOCKET_FD;
+
+use crate::sys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HardeningError {
+    #[error("{step}: {errno}")]
+    Sys { step: &'static str, errno: Errno },
+    #[error("fd {INIT_SOCKET_FD} is not a unix stream socket; purple-init is started by purple-supervisor, not by hand")]
+    NoSocket,
+    #[error("the parent process exited while purple-init was starting")]
+    ParentGone,
+    #[error("dropping capabilities: {0}")]
+    Capabilities(String),
+}
+
+fn sys_err(step: &'static str) -> impl FnOnce(Errno) -> HardeningError {
+    move |errno| HardeningError::Sys { step, errno }
+}
+
+/// What survives sanitizing: the request socket, the caller's real ids, and
+/// `PURPLE_CONFIG` as it was (honoured later only for a root caller).
+#[derive(Debug)]
+pub struct StartState {
+    pub socket: OwnedFd,
+    pub real_uid: u32,
+    pub real_gid: u32,
+    pub purple_config: Option<OsString>,
+}
+
+/// Signals that make purple-init end the sandbox; read via signalfd.
+pub const STOP_SIGNALS: &[Signal] = &[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
+
+/// Capabilities purple-init keeps until the sandbox is started: open_tree
+/// and mount_setattr on the caller's paths (SYS_ADMIN), writing id maps for
+/// another id and clearing a root caller's groups (SETUID, SETGID).
+const KEPT_CAPABILITIES: &[caps::Capability] = &[
+    caps::Capability::CAP_SYS_ADMIN,
+    caps::Capability::CAP_SETUID,
+    caps::Capability::CAP_SETGID,
+];
+
+pub fn sanitize_process() -> Result<StartState, HardeningError> {
+    // First the parent-death signal (execve of a setuid binary cleared it):
+    // if the supervisor dies, purple-init and so the sandbox die with it.
+    let parent = nix::unistd::getppid();
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys_err("prctl PR_SET_PDEATHSIG"))?;
+    if nix::unistd::getppid() != parent || parent.as_raw() == 1 {
+        return Err(HardeningError::ParentGone);
+    }
+    ensure_standard_fds_open()?;
+    let socket = take_request_socket()?;
+    sys::close_from(INIT_SOCKET_FD as u32 + 1, 0).map_err(sys_err("close inherited descriptors"))?;
+
+    let purple_config = std::env::var_os("PURPLE_CONFIG");
+    clear_environment();
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    nix::unistd::chdir("/").map_err(sys_err("chdir /"))?;
+    reset_signals()?;
+    let ids = nix::unistd::getresuid().map_err(sys_err("getresuid"))?;
+    let gids = nix::unistd::getresgid().map_err(sys_err("getresgid"))?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0).map_err(sys_err("setrlimit RLIMIT_CORE"))?;
+    keep_only_needed_capabilities()?;
+    Ok(StartState {
+        socket,
+        real_uid: ids.real.as_raw(),
+        real_gid: gids.real.as_raw(),
+        purple_config,
+    })
+}
+
+/// A setuid program must not run with 0, 1 or 2 closed: a file it opens
+/// would land there and be written to by accident. Closed ones become
+/// /dev/null (the workload then reads EOF / writes nowhere).
+fn ensure_standard_fds_open() -> Result<(), HardeningError> {
+    for fd in 0..3 {
+        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD) == Err(Errno::EBADF) {
+            let null = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty())
+                .map_err(sys_err("open /dev/null"))?;
+            if null != fd {
+                nix::unistd::dup2(null, fd).map_err(sys_err("dup2 /dev/null"))?;
+                let _ = nix::unistd::close(null);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn take_request_socket() -> Result<OwnedFd, HardeningError> {
+    let fd: RawFd = INIT_SOCKET_FD;
+    if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+        return Err(HardeningError::NoSocket);
+    }
+    // SAFETY: fd 3 is open (checked above) and nothing else in this process
+    // owns it; from here on this OwnedFd is its only owner.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let is_unix_stream = getsockopt(&socket, sockopt::SockType).ok() == Some(SockType::Stream)
+        && socket_domain(fd) == Some(libc::AF_UNIX);
+    if !is_unix_stream {
+        return Err(HardeningError::NoSocket);
+    }
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).map_err(sys_err("set FD_CLOEXEC"))?;
+    Ok(socket)
+}
+
+fn socket_domain(fd: RawFd) -> Option<libc::c_int> {
+    let mut domain: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: domain and len are valid for writes of the sizes passed.
+    let ret = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, (&mut domain as *mut libc::c_int).cast(), &mut len)
+    };
+    (ret == 0).then_some(domain)
+}
+
+fn clear_environment() {
+    for (key, _) in std::env::vars_os() {
+        // purple-init is single-threaded, so changing the environment races
+        // with nothing.
+        std::env::remove_var(key);
+    }
+}
+
+/// Every disposition back to default (ignored signals survive execve, and a
+/// caller could have ignored SIGCHLD), the mask cleared, then the stop
+/// signals blocked so the wait loop reads them from a signalfd.
+fn reset_signals() -> Result<(), HardeningError> {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in Signal::iterator() {
+        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL has no handler code to be unsafe.
+        unsafe { sigaction(signal, &default) }.map_err(sys_err("reset signal disposition"))?;
+    }
+    let mut stop = SigSet::empty();
+    for s in STOP_SIGNALS {
+        stop.add(*s);
+    }
+    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&stop), None)
+        .map_err(sys_err("set signal mask"))
+}
+
+fn keep_only_needed_capabilities() -> Result<(), HardeningError> {
+    let keep: caps::CapsHashSet = KEPT_CAPABILITIES.iter().copied().collect();
+    let cap_err = |e: caps::errors::CapsError| HardeningError::Capabilities(e.to_string());
+    for cap in caps::all() {
+        if !keep.contains(&cap) {
+            caps::drop(None, caps::CapSet::Bounding, cap).map_err(cap_err)?;
+        }
+    }
+    caps::clear(None, caps::CapSet::Ambient).map_err(cap_err)?;
+    caps::clear(None, caps::CapSet::Inheritable).map_err(cap_err)?;
+    caps::set(None, caps::CapSet::Effective, &keep).map_err(cap_err)?;
+    caps::set(None, caps::CapSet::Permitted, &keep).map_err(cap_err)?;
+    Ok(())
+}
+
+/// After the sandbox is started purple-init needs no capability at all.
+pub fn drop_all_capabilities() -> Result<(), HardeningError> {
+    let cap_err = |e: caps::errors::CapsError| HardeningError::Capabilities(e.to_string());
+    caps::clear(None, caps::CapSet::Effective).map_err(cap_err)?;
+    caps::clear(None, caps::CapSet::Permitted).map_err(cap_err)?;
+    Ok(())
+}

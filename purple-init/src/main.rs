@@ -1,0 +1,197 @@
+//! purple-init: the setuid-root helper that turns a validated request from
+//! purple-supervisor into a running sandbox, and reports how it ended.
+//!
+//! It is started by purple-supervisor with the request socket at fd 3 and
+//! the caller's stdin/stdout/stderr at 0-2. Single-threaded on purpose: it
+//! forks and clones.
+
+mod admin;
+mod hardening;
+mod plan;
+mod report;
+mod request;
+mod sandbox;
+mod supervise;
+mod sys;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use purple_common::protocol::{self, MAX_REPLY_BYTES};
+use purple_common::report::{ExitReport, EXIT_PURPLE_FAILED};
+
+use crate::hardening::StartState;
+use crate::report::ReportContext;
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    // Step 1, before anything reads the environment or opens a file: take
+    // the process state back from the (untrusted) caller.
+    let state = match hardening::sanitize_process() {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("purple: purple-init: {e}");
+            return ExitCode::from(EXIT_PURPLE_FAILED as u8);
+        }
+    };
+    let sandbox_id = uuid::Uuid::new_v4().to_string();
+    let report = run(&state, &sandbox_id, started);
+    let code = report.exit_code;
+    if let Err(e) = protocol::send_message(state.socket.as_fd(), &report, MAX_REPLY_BYTES, &[]) {
+        eprintln!("purple: purple-init: could not send the exit report: {e}");
+        return ExitCode::from(EXIT_PURPLE_FAILED as u8);
+    }
+    ExitCode::from(u8::try_from(code).unwrap_or(EXIT_PURPLE_FAILED as u8))
+}
+
+/// The ordered steps of one sandbox. Every failure becomes a report; the
+/// caller sees exactly one answer.
+fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
+    let empty: [String; 0] = [];
+    let ctx = ReportContext {
+        sandbox_id,
+        argv: &empty,
+        started,
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return ctx.refused(
+            "purple-init is not running as root: install it setuid root (see README), and do not run Purple under no_new_privs".into(),
+        );
+    }
+    // Step 2: the admin config bounds what this caller may ask for.
+    let config_path = admin::config_path(state.real_uid, state.purple_config.as_deref());
+    let admin = match admin::load(&config_path) {
+        Ok(config) => config,
+        Err(e) => return ctx.refused(e.to_string()),
+    };
+    // Step 3: decode and re-validate the request (size limit, version,
+    // values, cross-field rules, admin bounds, things not enforceable here).
+    let (request, fds) = match request::receive(&state.socket) {
+        Ok(r) => r,
+        Err(e) => return ctx.refused(e.to_string()),
+    };
+    let ctx = ReportContext {
+        argv: &request.argv,
+        ..ctx
+    };
+    if let Err(e) = request::validate(&request, &fds, &admin, &config_path.to_string_lossy()) {
+        return ctx.refused(e.to_string());
+    }
+    // Step 4: inspect every fd as the caller before it can become a mount.
+    let binds = match request::inspect_binds(&request, &fds) {
+        Ok(b) => b,
+        Err(e) => return ctx.refused(e.to_string()),
+    };
+    // Step 5: the plan, as data. Nothing has been created yet.
+    let identity = sandbox_identity(state, &admin);
+    let user_name = plan::sanitize_user_name(&request.user_name);
+    let plan = match plan::build(&request.policy, &request.argv, &binds, identity, &user_name) {
+        Ok(p) => p,
+        Err(e) => return ctx.refused(e.to_string()),
+    };
+    // Step 6: a root caller must not carry root's supplementary groups into
+    // the sandbox (a non-root caller keeps its own: they are its rights).
+    if state.real_uid == 0 {
+        if let Err(e) = nix::unistd::setgroups(&[]) {
+            return ctx.refused(format!("clearing supplementary groups: {e}"));
+        }
+    }
+    // Step 7: detached copies of the caller's trees, with their mount flags,
+    // made here in the host's mount namespace (the child cannot reach it).
+    let trees = match clone_bind_trees(&plan, &fds) {
+        Ok(t) => t,
+        Err(e) => return ctx.setup_failed(e.to_string()),
+    };
+    drop(fds);
+    // Step 8: clone into the new namespaces and map ids; the child builds
+    // the root and starts the workload.
+    let running = match sandbox::launch(&plan, trees) {
+        Ok(r) => r,
+        Err(e) => return ctx.setup_failed(e.to_string()),
+    };
+    // Step 9: init needs no capability from here on.
+    if let Err(e) = hardening::drop_all_capabilities() {
+        let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
+        return ctx.setup_failed(e.to_string());
+    }
+    // Step 10: wait, enforcing the timeout, then report.
+    let timeout = plan.timeout_ms.map(std::time::Duration::from_millis);
+    match supervise::wait(running, timeout) {
+        Ok(ending) => ctx.ended(ending, &plan, &request.policy),
+        Err(e) => ctx.setup_failed(e.to_string()),
+    }
+}
+
+/// The sandbox runs as the caller's own ids; a root caller runs as the
+/// admin's unprivileged id instead (never host root).
+fn sandbox_identity(state: &StartState, admin: &admin::AdminConfig) -> plan::Identity {
+    if state.real_uid == 0 {
+        plan::Identity {
+            uid: admin.identity.root_maps_to,
+            gid: admin.identity.root_maps_to,
+        }
+    } else {
+        plan::Identity {
+            uid: state.real_uid,
+            gid: state.real_gid,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("preparing bind {destination}: {step}: {errno}")]
+struct TreeError {
+    destination: String,
+    step: &'static str,
+    errno: nix::errno::Errno,
+}
+
+/// Clones each bind source into a detached mount tree and sets its flags:
+/// read-only unless writable, and always nosuid and nodev.
+fn clone_bind_trees(plan: &plan::Plan, fds: &[OwnedFd]) -> Result<Vec<OwnedFd>, TreeError> {
+    let mut trees: Vec<Option<OwnedFd>> = (0..fds.len()).map(|_| None).collect();
+    for step in &plan.mounts {
+        let plan::MountStep::Bind {
+            fd_index,
+            destination,
+            writable,
+            ..
+        } = step
+        else {
+            continue;
+        };
+        let err = |step: &'static str| {
+            let destination = destination.to_string();
+            move |errno| TreeError {
+                destination,
+                step,
+                errno,
+            }
+        };
+        let fd = fds.get(*fd_index).ok_or(nix::errno::Errno::EBADF).map_err(err("find fd"))?;
+        let flags = libc::OPEN_TREE_CLONE
+            | libc::OPEN_TREE_CLOEXEC
+            | libc::AT_EMPTY_PATH as libc::c_uint
+            | libc::AT_RECURSIVE as libc::c_uint;
+        let tree = sys::open_tree(fd.as_fd(), "", flags).map_err(err("open_tree"))?;
+        let mut attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+        if !writable {
+            attrs |= libc::MOUNT_ATTR_RDONLY;
+        }
+        let recursive = libc::AT_EMPTY_PATH as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+        sys::mount_setattr(tree.as_fd(), "", recursive, attrs, 0, 0).map_err(err("mount_setattr"))?;
+        if let Some(slot) = trees.get_mut(*fd_index) {
+            *slot = Some(tree);
+        }
+    }
+    trees
+        .into_iter()
+        .map(|t| t.ok_or(nix::errno::Errno::EBADF))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|errno| TreeError {
+            destination: "(unused descriptor)".into(),
+            step: "match fds to mounts",
+            errno,
+        })
+}

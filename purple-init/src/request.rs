@@ -1,0 +1,227 @@
+//! Receiving and re-validating the supervisor's request.
+//!
+//! The supervisor runs as the caller, so everything in the request is
+//! untrusted: it is decoded with a size limit and version check, every value
+//! is re-validated by decoding, the policy's cross-field rules are checked
+//! again, and each attached fd is inspected here (type, filesystem, and
+//! access *as the caller's real uid*) before it may become a mount.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::sys::stat::{fstat, SFlag};
+use purple_common::capability::Capability;
+use purple_common::policy::{LandlockMode, NetworkMode, Policy, WORKSPACE_PATH};
+use purple_common::protocol::{self, SandboxRequest, TransportError, MAX_ARGS, MAX_REQUEST_BYTES};
+use purple_common::values::AbsPath;
+
+use crate::admin::AdminConfig;
+use crate::plan::InspectedBind;
+use crate::sys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("reading the request: {0}")]
+    Transport(#[from] TransportError),
+    #[error("the request carries {fds} file descriptors but names {mounts} mounts")]
+    FdCountMismatch { fds: usize, mounts: usize },
+    #[error("mount {index} refers to fd {fd_index}, which is missing or used twice")]
+    BadFdIndex { index: usize, fd_index: u32 },
+    #[error("the command is empty")]
+    EmptyCommand,
+    #[error("the command has {0} arguments; at most {MAX_ARGS} are allowed")]
+    TooManyArgs(usize),
+    #[error("a command argument contains a NUL byte")]
+    NulInArgument,
+    #[error("invalid policy: {0}")]
+    InvalidPolicy(String),
+    #[error("{destination}: {why}")]
+    BadSource { destination: AbsPath, why: String },
+    #[error("{destination}: you cannot {access} {source_hint}")]
+    AccessDenied {
+        destination: AbsPath,
+        access: &'static str,
+        source_hint: String,
+    },
+    #[error("{destination}: inspecting the source failed at {step}: {errno}")]
+    Inspect {
+        destination: AbsPath,
+        step: &'static str,
+        errno: nix::Error,
+    },
+    #[error("capability {cap} is not allowed: it is not on the safe list, and the admin config ({config}) does not list it in [capabilities] allow_extra")]
+    CapabilityNotAllowed { cap: Capability, config: String },
+    #[error("{what} is not enforced by this version of Purple yet; refusing rather than running without it")]
+    NotEnforced { what: String },
+}
+
+/// Reads one request from the supervisor's socket.
+pub fn receive(socket: &OwnedFd) -> Result<(SandboxRequest, Vec<OwnedFd>), RequestError> {
+    Ok(protocol::receive_message(socket.as_fd(), MAX_REQUEST_BYTES)?)
+}
+
+/// Everything the request asks for that this build cannot enforce is refused
+/// here, before any side effect (fail closed).
+pub fn check_enforceable(policy: &Policy) -> Result<(), RequestError> {
+    let refuse = |what: &str| Err(RequestError::NotEnforced { what: what.to_owned() });
+    let r = &policy.resources;
+    if r.memory.is_some() {
+        return refuse("resources.memory (--memory)");
+    }
+    if r.pids.is_some() {
+        return refuse("resources.pids (--pids)");
+    }
+    if r.cpus.is_some() {
+        return refuse("resources.cpus (--cpus)");
+    }
+    if policy.network.mode != NetworkMode::None {
+        return refuse("network.mode = \"filtered\" (purple-netd)");
+    }
+    if !policy.syscalls.allow.is_empty() || !policy.syscalls.deny.is_empty() {
+        return refuse("syscalls.allow / syscalls.deny (the seccomp filter)");
+    }
+    if policy.landlock.mode == LandlockMode::Required {
+        return refuse("landlock.mode = \"required\"");
+    }
+    Ok(())
+}
+
+/// Re-checks the request's own shape and the admin's bounds.
+pub fn validate(request: &SandboxRequest, fds: &[OwnedFd], admin: &AdminConfig, config_path: &str) -> Result<(), RequestError> {
+    if request.argv.is_empty() || request.argv[0].is_empty() {
+        return Err(RequestError::EmptyCommand);
+    }
+    if request.argv.len() > MAX_ARGS {
+        return Err(RequestError::TooManyArgs(request.argv.len()));
+    }
+    if request.argv.iter().any(|a| a.contains('\0')) {
+        return Err(RequestError::NulInArgument);
+    }
+    request.policy.validate().map_err(|problems| {
+        RequestError::InvalidPolicy(
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    if fds.len() != request.mounts.len() {
+        return Err(RequestError::FdCountMismatch {
+            fds: fds.len(),
+            mounts: request.mounts.len(),
+        });
+    }
+    let mut used = vec![false; fds.len()];
+    for (index, mount) in request.mounts.iter().enumerate() {
+        let slot = usize::try_from(mount.fd_index).ok().and_then(|i| used.get_mut(i));
+        match slot {
+            Some(slot) if !*slot => *slot = true,
+            _ => {
+                return Err(RequestError::BadFdIndex {
+                    index,
+                    fd_index: mount.fd_index,
+                })
+            }
+        }
+    }
+    for cap in request.policy.capabilities.kept() {
+        if !cap.is_safe_in_sandbox() && !admin.capabilities.allow_extra.contains(&cap) {
+            return Err(RequestError::CapabilityNotAllowed {
+                cap,
+                config: config_path.to_owned(),
+            });
+        }
+    }
+    check_enforceable(&request.policy)
+}
+
+/// Filesystems whose host instance must never appear in a sandbox: they
+/// expose the host's processes, kernel or devices.
+const FORBIDDEN_FILESYSTEMS: &[(i64, &str)] = &[
+    (0x9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0xcafe_4a11, "bpf"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0x1cd1, "devpts"),
+    (0x6e73_6673, "nsfs"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0x6265_6570, "configfs"),
+    (0x6573_5543, "fusectl"),
+    (0x6165_676c, "pstore"),
+];
+
+/// Inspects every attached fd: a directory or regular file, not on a
+/// kernel pseudo-filesystem, and readable (writable for read-write binds)
+/// by the caller's real uid. The workspace must be a directory.
+pub fn inspect_binds(request: &SandboxRequest, fds: &[OwnedFd]) -> Result<Vec<InspectedBind>, RequestError> {
+    let workspace = AbsPath::from_static(WORKSPACE_PATH);
+    let mut binds = Vec::with_capacity(request.mounts.len());
+    for mount in &request.mounts {
+        let fd_index = mount.fd_index as usize;
+        let Some(fd) = fds.get(fd_index) else {
+            return Err(RequestError::BadFdIndex {
+                index: fd_index,
+                fd_index: mount.fd_index,
+            });
+        };
+        let destination = mount.destination.clone();
+        let inspect = |step: &'static str| {
+            let destination = destination.clone();
+            move |errno| RequestError::Inspect {
+                destination,
+                step,
+                errno,
+            }
+        };
+        let stat = fstat(fd.as_raw_fd()).map_err(inspect("fstat"))?;
+        let kind = SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits());
+        let is_dir = match kind {
+            SFlag::S_IFDIR => true,
+            SFlag::S_IFREG => false,
+            _ => {
+                return Err(RequestError::BadSource {
+                    destination,
+                    why: format!("{} is not a directory or regular file", mount.source_hint),
+                })
+            }
+        };
+        if destination == workspace && !is_dir {
+            return Err(RequestError::BadSource {
+                destination,
+                why: format!("the workspace {} is not a directory", mount.source_hint),
+            });
+        }
+        let fs = nix::sys::statfs::fstatfs(fd).map_err(inspect("fstatfs"))?;
+        let fs_type = fs.filesystem_type().0 as i64;
+        if let Some((_, name)) = FORBIDDEN_FILESYSTEMS.iter().find(|(magic, _)| *magic == fs_type) {
+            return Err(RequestError::BadSource {
+                destination,
+                why: format!(
+                    "{} is on the host's {name} filesystem, which would expose the host; it cannot be bound",
+                    mount.source_hint
+                ),
+            });
+        }
+        let mode = if mount.writable { libc::R_OK | libc::W_OK } else { libc::R_OK };
+        if sys::real_user_may_access(fd.as_fd(), mode).is_err() {
+            return Err(RequestError::AccessDenied {
+                destination,
+                access: if mount.writable { "read and write" } else { "read" },
+                source_hint: mount.source_hint.clone(),
+            });
+        }
+        binds.push(InspectedBind {
+            fd_index,
+            destination,
+            writable: mount.writable,
+            is_dir,
+            source_hint: mount.source_hint.clone(),
+        });
+    }
+    Ok(binds)
+}

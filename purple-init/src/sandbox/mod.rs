@@ -1,0 +1,176 @@
+//! Creating the sandbox: the parent side (clone into new namespaces, write
+//! the id maps, release the child) and the messages the child sends back.
+//!
+//! The child side is split by role: `child` builds the root and the
+//! namespaces' state, `pid1` is the reaper that stays PID 1, and `workload`
+//! is the last stretch before execve of the command.
+
+pub mod child;
+mod mounts;
+mod pid1;
+mod workload;
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Plan;
+use crate::sys::{self, Cloned};
+
+/// Namespaces every sandbox gets. User first: the other namespaces are owned
+/// by it, so the workload (which holds no capability there) cannot change
+/// its own mounts or network.
+pub const NAMESPACES: &[(u64, &str)] = &[
+    (libc::CLONE_NEWUSER as u64, "user"),
+    (libc::CLONE_NEWNS as u64, "mnt"),
+    (libc::CLONE_NEWPID as u64, "pid"),
+    (libc::CLONE_NEWNET as u64, "net"),
+    (libc::CLONE_NEWIPC as u64, "ipc"),
+    (libc::CLONE_NEWUTS as u64, "uts"),
+    (libc::CLONE_NEWCGROUP as u64, "cgroup"),
+];
+
+/// What the sandbox tells purple-init, over a pipe only init reads.
+/// Each message is one small frame written with a single write(2) (below
+/// PIPE_BUF), so it arrives whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChildMessage {
+    SetupFailed { step: String, detail: String },
+    ExecFailed { errno: i32, program: String },
+    Exited { code: i32 },
+    Signaled { signal: i32 },
+}
+
+/// Frames on the status pipe stay below PIPE_BUF so writes are atomic.
+pub const MAX_CHILD_MESSAGE: usize = 3072;
+const CHILD_PROTOCOL: u32 = 1;
+
+impl ChildMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        let shortened = match self {
+            ChildMessage::SetupFailed { step, detail } => ChildMessage::SetupFailed {
+                step: truncate(step, 256),
+                detail: truncate(detail, 1024),
+            },
+            ChildMessage::ExecFailed { errno, program } => ChildMessage::ExecFailed {
+                errno: *errno,
+                program: truncate(program, 1024),
+            },
+            other => other.clone(),
+        };
+        purple_common::codec::encode_frame(&shortened, CHILD_PROTOCOL, MAX_CHILD_MESSAGE).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<ChildMessage> {
+        purple_common::codec::decode_frame(bytes, CHILD_PROTOCOL, MAX_CHILD_MESSAGE).ok()
+    }
+
+    /// Sends the message with one write(2). A failure to send cannot be
+    /// reported anywhere else; init then reports a sandbox that ended
+    /// without a status.
+    pub fn send(&self, pipe: &OwnedFd) {
+        let _ = nix::unistd::write(pipe, &self.encode());
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("creating the {what} pipe: {errno}")]
+    Pipe { what: &'static str, errno: Errno },
+    #[error("clone3 into new namespaces: {errno}")]
+    Clone { errno: Errno },
+    #[error("writing {path}: {source}")]
+    IdMap { path: String, source: std::io::Error },
+    #[error("releasing the child: {errno}")]
+    Release { errno: Errno },
+}
+
+/// A started sandbox, from purple-init's side.
+#[derive(Debug)]
+pub struct Running {
+    pub pid: libc::pid_t,
+    pub pidfd: OwnedFd,
+    /// Read end of the status pipe (ChildMessage frames).
+    pub status: OwnedFd,
+}
+
+/// Clones the sandbox's first process into new namespaces, maps its ids,
+/// and lets it run. `trees` are the detached mounts made from the caller's
+/// fds, indexed like the plan's `fd_index`.
+pub fn launch(plan: &Plan, trees: Vec<OwnedFd>) -> Result<Running, LaunchError> {
+    let (sync_read, sync_write) = pipe2(OFlag::O_CLOEXEC).map_err(|errno| LaunchError::Pipe { what: "sync", errno })?;
+    let (status_read, status_write) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|errno| LaunchError::Pipe { what: "status", errno })?;
+    let flags = NAMESPACES.iter().fold(0, |acc, (flag, _)| acc | flag);
+
+    // SAFETY: purple-init is single-threaded (no runtime, no helper threads),
+    // so the child cannot inherit a lock held by another thread.
+    match unsafe { sys::clone_process(flags) }.map_err(|errno| LaunchError::Clone { errno })? {
+        Cloned::Child => {
+            drop(sync_write);
+            drop(status_read);
+            child::run(plan, trees, sync_read, status_write)
+        }
+        Cloned::Parent { pid, pidfd } => {
+            drop(sync_read);
+            drop(status_write);
+            drop(trees);
+            let running = Running {
+                pid,
+                pidfd,
+                status: status_read,
+            };
+            // If anything below fails, dropping `sync_write` unreleased makes
+            // the child see EOF and exit; killing it makes that immediate.
+            if let Err(e) = write_id_maps(pid, plan) {
+                let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
+                return Err(e);
+            }
+            if let Err(errno) = nix::unistd::write(&sync_write, &[1u8]) {
+                let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
+                return Err(LaunchError::Release { errno });
+            }
+            Ok(running)
+        }
+    }
+}
+
+/// Maps the sandbox's one id to the same host id, and forbids setgroups so
+/// the workload can never shed a supplementary group that denies it access.
+fn write_id_maps(pid: libc::pid_t, plan: &Plan) -> Result<(), LaunchError> {
+    let write = |file: &str, contents: &str| {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(contents.as_bytes()))
+            .map_err(|source| LaunchError::IdMap { path, source })
+    };
+    let id = plan.identity;
+    write("uid_map", &format!("{0} {0} 1\n", id.uid))?;
+    write("setgroups", "deny")?;
+    write("gid_map", &format!("{0} {0} 1\n", id.gid))?;
+    Ok(())
+}
+
+/// Exits the current (child) process without running destructors or atexit
+/// handlers that belong to the parent's copy of this process.
+pub(crate) fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it ends the process at once.
+    unsafe { libc::_exit(code) }
+}

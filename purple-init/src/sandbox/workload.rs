@@ -1,0 +1,132 @@
+//! The last steps before the command runs: working directory, resource
+//! basics, capabilities cut to what the policy keeps, NO_NEW_PRIVS, execve.
+//! (Landlock and seccomp come here too, seccomp last, in their own issue.)
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+
+use nix::errno::Errno;
+use purple_common::capability::Capability;
+
+use super::exit_child;
+use crate::plan::Plan;
+use crate::sys;
+
+/// Runs in the forked workload process; never returns. On failure the errno
+/// goes to PID 1 through `exec_error` and the process exits 127/126.
+pub fn exec(plan: &Plan, exec_error: OwnedFd) -> ! {
+    let errno = match prepare(plan).and_then(|prepared| run(plan, &prepared)) {
+        Ok(never) => match never {},
+        Err(errno) => errno,
+    };
+    let _ = nix::unistd::write(&exec_error, &(errno as i32).to_le_bytes());
+    exit_child(if matches!(errno, Errno::ENOENT | Errno::ENOTDIR) { 127 } else { 126 })
+}
+
+struct Prepared {
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    search_path: Vec<String>,
+}
+
+fn prepare(plan: &Plan) -> Result<Prepared, Errno> {
+    let to_c = |s: &String| CString::new(s.as_bytes()).map_err(|_| Errno::EINVAL);
+    let argv = plan.argv.iter().map(to_c).collect::<Result<Vec<_>, _>>()?;
+    let env = plan.env.iter().map(to_c).collect::<Result<Vec<_>, _>>()?;
+    let path = plan
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/bin:/bin");
+    Ok(Prepared {
+        argv,
+        env,
+        search_path: path.split(':').filter(|d| !d.is_empty()).map(str::to_owned).collect(),
+    })
+}
+
+enum Never {}
+
+fn run(plan: &Plan, prepared: &Prepared) -> Result<Never, Errno> {
+    nix::unistd::chdir(plan.cwd.as_str())?;
+    // No core files: a crash must not write the workload's memory to disk.
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)?;
+    // Every descriptor above 2 closes at execve (the exec-error pipe too).
+    sys::close_from(3, libc::CLOSE_RANGE_CLOEXEC)?;
+    restrict_capabilities(&plan.kept_capabilities, plan.ambient_capabilities)?;
+    nix::sys::prctl::set_no_new_privs()?;
+    execute(prepared)
+}
+
+/// Cuts every capability set to `kept`: bounding first (it needs
+/// CAP_SETPCAP, which is about to go), then inheritable, effective,
+/// permitted, and ambient only when asked. Securebits are locked so that
+/// no uid change can bring root's capabilities back.
+fn restrict_capabilities(kept: &[Capability], ambient: bool) -> Result<(), Errno> {
+    let kept: caps::CapsHashSet = kept.iter().filter_map(|c| to_caps(*c)).collect();
+    let mut bits = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP_LOCKED;
+    if !ambient {
+        bits |= SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) } < 0 {
+        return Err(Errno::last());
+    }
+    for cap in caps::all() {
+        if !kept.contains(&cap) {
+            caps::drop(None, caps::CapSet::Bounding, cap).map_err(|_| Errno::EPERM)?;
+        }
+    }
+    caps::set(None, caps::CapSet::Inheritable, &kept).map_err(|_| Errno::EPERM)?;
+    caps::set(None, caps::CapSet::Effective, &kept).map_err(|_| Errno::EPERM)?;
+    caps::set(None, caps::CapSet::Permitted, &kept).map_err(|_| Errno::EPERM)?;
+    caps::clear(None, caps::CapSet::Ambient).map_err(|_| Errno::EPERM)?;
+    if ambient {
+        for cap in &kept {
+            caps::raise(None, caps::CapSet::Ambient, *cap).map_err(|_| Errno::EPERM)?;
+        }
+    }
+    Ok(())
+}
+
+const SECBIT_NOROOT: libc::c_ulong = 1 << 0;
+const SECBIT_NOROOT_LOCKED: libc::c_ulong = 1 << 1;
+const SECBIT_NO_SETUID_FIXUP_LOCKED: libc::c_ulong = 1 << 3;
+const SECBIT_NO_CAP_AMBIENT_RAISE: libc::c_ulong = 1 << 6;
+const SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED: libc::c_ulong = 1 << 7;
+
+fn to_caps(cap: Capability) -> Option<caps::Capability> {
+    caps::all().into_iter().find(|c| c.index() == cap.number())
+}
+
+/// execve with a PATH search done here, against the sandbox's PATH (libc's
+/// execvpe would read this process's own, empty, environment).
+fn execute(prepared: &Prepared) -> Result<Never, Errno> {
+    let program = prepared.argv.first().ok_or(Errno::ENOENT)?;
+    let name = program.to_bytes();
+    if name.contains(&b'/') {
+        return Err(exec_one(program, prepared));
+    }
+    let mut saw_eacces = false;
+    for dir in &prepared.search_path {
+        let mut candidate = Vec::with_capacity(dir.len() + 1 + name.len());
+        candidate.extend_from_slice(dir.as_bytes());
+        candidate.push(b'/');
+        candidate.extend_from_slice(name);
+        let Ok(candidate) = CString::new(candidate) else { continue };
+        match exec_one(&candidate, prepared) {
+            Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ELOOP | Errno::ENAMETOOLONG => {}
+            Errno::EACCES => saw_eacces = true,
+            other => return Err(other),
+        }
+    }
+    Err(if saw_eacces { Errno::EACCES } else { Errno::ENOENT })
+}
+
+fn exec_one(path: &CString, prepared: &Prepared) -> Errno {
+    match nix::unistd::execve(path, &prepared.argv, &prepared.env) {
+        Ok(never) => match never {},
+        Err(errno) => errno,
+    }
+}
+

@@ -1,0 +1,126 @@
+//! purple-init's side while the sandbox runs: wait for PID 1 to end, enforce
+//! the wall-clock timeout, turn SIGINT/SIGTERM/SIGHUP/SIGQUIT into an orderly
+//! kill, and collect the status the sandbox reported.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::SigSet;
+
+use crate::hardening::STOP_SIGNALS;
+use crate::sandbox::{ChildMessage, Running, MAX_CHILD_MESSAGE};
+use crate::sys;
+
+/// How the sandbox ended, as far as purple-init knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The sandbox reported this (exit, signal, setup or exec failure).
+    Reported(ChildMessage),
+    /// The timeout expired and init killed the sandbox.
+    TimedOut,
+    /// Init received this signal and killed the sandbox.
+    Interrupted(i32),
+    /// PID 1 ended without reporting anything.
+    Vanished { wait_status: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    #[error("{step}: {errno}")]
+    Sys { step: &'static str, errno: Errno },
+}
+
+pub fn wait(running: Running, timeout: Option<Duration>) -> Result<Ending, SuperviseError> {
+    let mut stop_set = SigSet::empty();
+    for s in STOP_SIGNALS {
+        stop_set.add(*s);
+    }
+    let signals = SignalFd::with_flags(&stop_set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|errno| SuperviseError::Sys { step: "signalfd", errno })?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut message_bytes: Vec<u8> = Vec::new();
+    let mut status_open = true;
+    let mut forced: Option<Ending> = None;
+
+    loop {
+        let remaining = match (deadline, &forced) {
+            (Some(d), None) => {
+                let left = d.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+            _ => PollTimeout::NONE,
+        };
+        let status_flags = if status_open { PollFlags::POLLIN } else { PollFlags::empty() };
+        let mut fds = [
+            PollFd::new(running.pidfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(running.status.as_fd(), status_flags),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, remaining) {
+            Ok(0) => {
+                // Deadline passed: kill the whole sandbox (PID 1 takes every
+                // other process of the pid namespace with it).
+                let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
+                forced = Some(Ending::TimedOut);
+                continue;
+            }
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(SuperviseError::Sys { step: "poll", errno }),
+        }
+        let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
+        let (pid1_done, status_ready, signal_ready) = (ready(0), ready(1), ready(2));
+        if status_ready {
+            status_open = read_status(&running, &mut message_bytes);
+        }
+        if signal_ready {
+            if let Ok(Some(info)) = signals.read_signal() {
+                if forced.is_none() {
+                    let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
+                    forced = Some(Ending::Interrupted(info.ssi_signo as i32));
+                }
+            }
+        }
+        if pid1_done {
+            // PID 1 is gone, so every writer of the status pipe is too:
+            // read whatever is left up to EOF.
+            while status_open {
+                status_open = read_status(&running, &mut message_bytes);
+            }
+            let wait_status = reap(&running);
+            if let Some(ending) = forced {
+                return Ok(ending);
+            }
+            return Ok(match ChildMessage::decode(&message_bytes) {
+                Some(message) => Ending::Reported(message),
+                None => Ending::Vanished { wait_status },
+            });
+        }
+    }
+}
+
+/// Reads from the status pipe; false once it reached EOF (or failed).
+fn read_status(running: &Running, buffer: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 1024];
+    match nix::unistd::read(running.status.as_raw_fd(), &mut chunk) {
+        Ok(0) => false,
+        Ok(n) => {
+            if buffer.len() + n <= MAX_CHILD_MESSAGE {
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            true
+        }
+        Err(Errno::EINTR) | Err(Errno::EAGAIN) => true,
+        Err(_) => false,
+    }
+}
+
+fn reap(running: &Running) -> String {
+    match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(running.pid), None) {
+        Ok(status) => format!("{status:?}"),
+        Err(errno) => format!("waitpid failed: {errno}"),
+    }
+}

@@ -1,0 +1,307 @@
+//! Thin wrappers over the syscalls that neither std nor nix expose: the new
+//! mount API, clone3, pidfds, close_range, openat2 and faccessat2.
+//!
+//! Each wrapper only converts arguments and the return value; policy lives in
+//! the callers. Returned descriptors are `OwnedFd` so they close on every path.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+
+/// `AT_FDCWD` as a borrowed descriptor for the `*at` wrappers below.
+pub fn cwd() -> BorrowedFd<'static> {
+    // SAFETY: AT_FDCWD is a sentinel the kernel resolves to the current
+    // directory; it is never closed, so borrowing it for 'static is sound.
+    unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) }
+}
+
+fn to_fd(ret: libc::c_long) -> Result<OwnedFd, Errno> {
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    let fd = RawFd::try_from(ret).map_err(|_| Errno::EBADF)?;
+    // SAFETY: the syscall returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn to_unit(ret: libc::c_long) -> Result<(), Errno> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+fn cstring(s: &str) -> Result<CString, Errno> {
+    CString::new(s).map_err(|_| Errno::EINVAL)
+}
+
+/// `open_tree(dirfd, path, flags)`: with `OPEN_TREE_CLONE` a detached copy
+/// of the mount tree at the path, as a descriptor.
+pub fn open_tree(dirfd: BorrowedFd<'_>, path: &str, flags: libc::c_uint) -> Result<OwnedFd, Errno> {
+    let path = cstring(path)?;
+    // SAFETY: path is a valid NUL-terminated string that outlives the call;
+    // dirfd is a live descriptor (or AT_FDCWD).
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, dirfd.as_raw_fd(), path.as_ptr(), flags) };
+    to_fd(ret)
+}
+
+/// `mount_setattr(dirfd, path, flags, attr)`.
+pub fn mount_setattr(
+    dirfd: BorrowedFd<'_>,
+    path: &str,
+    flags: libc::c_uint,
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+) -> Result<(), Errno> {
+    let path = cstring(path)?;
+    let mut attr = libc::mount_attr {
+        attr_set,
+        attr_clr,
+        propagation,
+        userns_fd: 0,
+    };
+    // SAFETY: attr is a properly initialized mount_attr whose size we pass;
+    // path is NUL-terminated and outlives the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd.as_raw_fd(),
+            path.as_ptr(),
+            flags,
+            &mut attr as *mut libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    to_unit(ret)
+}
+
+/// `move_mount(from_fd, "", to_fd, "", F_EMPTY_PATH | T_EMPTY_PATH)`:
+/// attaches the detached mount `from` on top of the object `to` refers to.
+pub fn move_mount_onto(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<(), Errno> {
+    let empty = c"";
+    // SAFETY: both descriptors are live; the empty paths are static C strings.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            empty.as_ptr(),
+            to.as_raw_fd(),
+            empty.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    to_unit(ret)
+}
+
+/// A filesystem context from `fsopen`, configured with string options and
+/// turned into a detached mount with `fsmount`.
+pub struct FsContext {
+    fd: OwnedFd,
+}
+
+impl FsContext {
+    pub fn open(fstype: &CStr) -> Result<FsContext, Errno> {
+        // SAFETY: fstype is a valid C string for the duration of the call.
+        let ret = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC) };
+        Ok(FsContext { fd: to_fd(ret)? })
+    }
+
+    pub fn set_string(&self, key: &str, value: &str) -> Result<(), Errno> {
+        let key = cstring(key)?;
+        let value = cstring(value)?;
+        // SAFETY: key and value are NUL-terminated and outlive the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.fd.as_raw_fd(),
+                libc::FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        };
+        to_unit(ret)
+    }
+
+    /// Creates the superblock and returns a detached mount with `attrs`
+    /// (`MOUNT_ATTR_*`).
+    pub fn mount(self, attrs: u64) -> Result<OwnedFd, Errno> {
+        // SAFETY: CMD_CREATE takes no key or value.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.fd.as_raw_fd(),
+                libc::FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_void>(),
+                0,
+            )
+        };
+        to_unit(ret)?;
+        // SAFETY: the context is live and created; flags and attrs are plain integers.
+        let ret = unsafe { libc::syscall(libc::SYS_fsmount, self.fd.as_raw_fd(), libc::FSMOUNT_CLOEXEC, attrs) };
+        to_fd(ret)
+    }
+}
+
+/// `openat2(dirfd, path, flags, resolve)`. With `RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS` it cannot leave `dirfd` nor follow a link planted
+/// in a bound directory.
+pub fn openat2(dirfd: BorrowedFd<'_>, path: &str, flags: libc::c_int, mode: libc::mode_t, resolve: u64) -> Result<OwnedFd, Errno> {
+    let path = cstring(path)?;
+    // SAFETY: open_how is plain data; zeroed is a valid initial value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.mode = u64::from(mode);
+    how.resolve = resolve;
+    loop {
+        // SAFETY: how is initialized and its size passed; path outlives the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dirfd.as_raw_fd(),
+                path.as_ptr(),
+                &mut how as *mut libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        match to_fd(ret) {
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// `faccessat2(fd, "", mode, AT_EMPTY_PATH)`: may the *real* uid/gid (the
+/// caller of a setuid program) access the object behind `fd`?
+pub fn real_user_may_access(fd: BorrowedFd<'_>, mode: libc::c_int) -> Result<(), Errno> {
+    let empty = c"";
+    // SAFETY: fd is live; the empty path is a static C string.
+    let ret = unsafe { libc::syscall(libc::SYS_faccessat2, fd.as_raw_fd(), empty.as_ptr(), mode, libc::AT_EMPTY_PATH) };
+    to_unit(ret)
+}
+
+/// `close_range(first, ~0, flags)`.
+pub fn close_from(first: libc::c_uint, flags: libc::c_uint) -> Result<(), Errno> {
+    // SAFETY: closes descriptors of this process only; callers own none of
+    // the ones being closed (they are the caller's leftovers).
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, flags) };
+    to_unit(ret)
+}
+
+/// `pivot_root(new_root, put_old)`.
+pub fn pivot_root(new_root: &str, put_old: &str) -> Result<(), Errno> {
+    let new_root = cstring(new_root)?;
+    let put_old = cstring(put_old)?;
+    // SAFETY: both paths are NUL-terminated and outlive the call.
+    let ret = unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) };
+    to_unit(ret)
+}
+
+/// The kernel's `struct clone_args` (linux/sched.h), version 0 layout.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+/// What `clone_process` returns in each process.
+#[derive(Debug)]
+pub enum Cloned {
+    Parent { pid: libc::pid_t, pidfd: OwnedFd },
+    Child,
+}
+
+/// `clone3` with `flags | CLONE_PIDFD` and no new stack: fork semantics, so
+/// the child continues from here on a copy of the parent's memory.
+///
+/// # Safety
+/// The calling process must be single-threaded (purple-init is, by design):
+/// the child must not find a lock held by a thread that no longer exists.
+pub unsafe fn clone_process(flags: u64) -> Result<Cloned, Errno> {
+    let mut pidfd: RawFd = -1;
+    let mut args = CloneArgs {
+        flags: flags | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: args is a valid clone_args whose size we pass; no stack is
+    // given, so the child resumes on a copy of this stack (fork semantics).
+    // The caller guarantees single-threadedness.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        r if r < 0 => Err(Errno::last()),
+        0 => Ok(Cloned::Child),
+        pid => {
+            // SAFETY: CLONE_PIDFD made the kernel store a new descriptor here.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            Ok(Cloned::Parent {
+                pid: libc::pid_t::try_from(pid).map_err(|_| Errno::ESRCH)?,
+                pidfd,
+            })
+        }
+    }
+}
+
+/// `pidfd_send_signal(pidfd, sig, NULL, 0)`.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> Result<(), Errno> {
+    // SAFETY: pidfd is live; a NULL siginfo is allowed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    to_unit(ret)
+}
+
+/// Brings the loopback interface of the current network namespace up.
+pub fn loopback_up() -> Result<(), Errno> {
+    #[repr(C)]
+    struct IfReqFlags {
+        name: [u8; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
+    const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
+    // SAFETY: plain socket(2) call; the result is checked below.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let sock = to_fd(libc::c_long::from(sock))?;
+    let mut req = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    req.name[..2].copy_from_slice(b"lo");
+    // SAFETY: req is a valid ifreq-shaped buffer of the size the kernel expects.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGIFFLAGS, &mut req as *mut IfReqFlags) } < 0 {
+        return Err(Errno::last());
+    }
+    req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: as above, now setting the flags we read plus UP.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCSIFFLAGS, &mut req as *mut IfReqFlags) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! The command-line contract. Users and tests rely on it: extend it, never
+//! change it. Kept apart from `main` so packaging can generate man pages and
+//! completions from the same definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use purple_common::policy::{Bind, NetworkMode};
+use purple_common::values::{AbsPath, ByteSize, CpuQuota, Timeout};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "purple-supervisor",
+    version,
+    about = "Run untrusted commands (such as code written by AI agents) in a Linux sandbox",
+    long_about = None,
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one command in a fresh sandbox; exits with the command's status.
+    Run(RunArgs),
+    /// Check or show policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Show what this host supports and which guarantees hold here.
+    Doctor,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Exit 0 if FILE is a valid policy, else print every error as FILE:LINE:COL: message and exit 1.
+    Check { file: PathBuf },
+    /// Print the effective policy (defaults filled in) as TOML.
+    Show {
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML policy file; the flags below override it.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Host directory bound read-write at /workspace, which becomes the cwd.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<AbsPath>,
+    /// Extra read-only bind (repeatable). SRC and DST are absolute paths.
+    #[arg(long = "ro-bind", value_name = "SRC[:DST]")]
+    pub ro_bind: Vec<Bind>,
+    /// Extra read-write bind (repeatable).
+    #[arg(long, value_name = "SRC[:DST]")]
+    pub bind: Vec<Bind>,
+    /// Add KEY=VALUE to the sandbox environment (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Memory limit, e.g. 512M or 2G.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<ByteSize>,
+    /// Most processes and threads at once.
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u32>,
+    /// CPU quota in CPUs, e.g. 0.5 or 2.
+    #[arg(long, value_name = "F")]
+    pub cpus: Option<CpuQuota>,
+    /// Wall-clock limit, e.g. 30s or 5m; the whole sandbox is killed (exit 124).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<Timeout>,
+    /// Network mode: none (loopback only, the default).
+    #[arg(long, value_name = "MODE")]
+    pub net: Option<NetworkMode>,
+    /// Write the exit report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s.split_once('=').ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    key.parse::<purple_common::values::EnvName>().map_err(|e| e.to_string())?;
+    purple_common::values::check_env_value(value).map_err(|e| e.to_string())?;
+    Ok((key.to_owned(), value.to_owned()))
+}

@@ -1,0 +1,136 @@
+//! purple-supervisor: the command people run. Unprivileged: it parses and
+//! validates the policy, opens host paths as the user, and asks the setuid
+//! purple-init to build and run the sandbox.
+
+mod cli;
+mod doctor;
+mod host_paths;
+mod launcher;
+mod policy_args;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use purple_common::policy::parse::policy_to_toml;
+use purple_common::policy::Policy;
+use purple_common::protocol::SandboxRequest;
+use purple_common::report::{ExitReport, Outcome, EXIT_PURPLE_FAILED};
+
+use crate::cli::{Cli, Command, PolicyCommand, RunArgs};
+
+fn main() -> ExitCode {
+    // Before anything opens a file: a closed 0/1/2 would be reused by the
+    // next open and handed to the sandbox as a standard stream.
+    if let Err(e) = ensure_standard_fds_open() {
+        return fail(&e);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_PURPLE_FAILED as u8) } else { ExitCode::SUCCESS };
+        }
+    };
+    let code = match cli.command {
+        Command::Run(args) => run(&args),
+        Command::Policy(PolicyCommand::Check { file }) => match policy_args::load_file(&file) {
+            Ok(_) => Ok(0),
+            Err(policy_args::PolicyArgsError::Invalid(lines)) => {
+                println!("{lines}");
+                Ok(1)
+            }
+            Err(e) => Err(anyhow::Error::new(e)),
+        },
+        Command::Policy(PolicyCommand::Show { policy }) => show_policy(policy.as_deref()),
+        Command::Doctor => Ok(doctor::run()),
+    };
+    match code {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(EXIT_PURPLE_FAILED as u8)),
+        Err(e) => fail(&e),
+    }
+}
+
+/// Purple's own failures: one line on stderr, exit 125.
+fn fail(e: &anyhow::Error) -> ExitCode {
+    let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+    eprintln!("purple: {}", chain.join(": "));
+    ExitCode::from(EXIT_PURPLE_FAILED as u8)
+}
+
+fn ensure_standard_fds_open() -> anyhow::Result<()> {
+    for fd in 0..3 {
+        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD) == Err(nix::errno::Errno::EBADF) {
+            let null = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty())
+                .context("opening /dev/null for a closed standard stream")?;
+            if null != fd {
+                nix::unistd::dup2(null, fd).context("dup2 /dev/null")?;
+                let _ = nix::unistd::close(null);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show_policy(path: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let policy = match path {
+        Some(p) => policy_args::load_file(p)?,
+        None => Policy::default(),
+    };
+    print!("{}", policy_to_toml(&policy));
+    Ok(0)
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<i32> {
+    // Step 1: the effective policy, validated, before anything is opened.
+    let policy = policy_args::effective_policy(args)?;
+    // Step 2: host paths opened as the user; init receives only the fds.
+    let opened = host_paths::open_all(&policy)?;
+    let init = launcher::find_init()?;
+    let request = SandboxRequest {
+        policy,
+        argv: args.command.clone(),
+        mounts: opened.mounts.clone(),
+        user_name: user_name(),
+    };
+    // Step 3: purple-init does the rest and answers with the report.
+    let report = launcher::run_sandbox(&init, &request, &opened.raw_fds())?;
+    drop(opened);
+    explain(&report);
+    if let Some(path) = &args.report {
+        write_report(path, &report)?;
+    }
+    Ok(report.exit_code)
+}
+
+/// One line on stderr when Purple, not the command, decided the ending.
+fn explain(report: &ExitReport) {
+    let Some(message) = &report.message else { return };
+    match report.status {
+        Outcome::Exited | Outcome::Signaled => {}
+        Outcome::Timeout
+        | Outcome::Interrupted
+        | Outcome::NotFound
+        | Outcome::NotExecutable
+        | Outcome::Refused
+        | Outcome::SetupFailed => eprintln!("purple: {message}"),
+    }
+}
+
+fn write_report(path: &std::path::Path, report: &ExitReport) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report).context("encoding the exit report")?;
+    let mut file = std::fs::File::create(path).with_context(|| format!("writing the report to {}", path.display()))?;
+    file.write_all(json.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .with_context(|| format!("writing the report to {}", path.display()))
+}
+
+/// The caller's login name, for the sandbox's passwd entry (cosmetic).
+fn user_name() -> String {
+    let uid = nix::unistd::getuid();
+    if let Ok(Some(user)) = nix::unistd::User::from_uid(uid) {
+        return user.name;
+    }
+    format!("u{uid}")
+}

@@ -1,0 +1,67 @@
+//! The effective policy of a `run`: the policy file (or the built-in
+//! default) with the command-line flags applied on top, validated again.
+
+use std::path::Path;
+
+use purple_common::policy::parse::{format_diagnostics, parse_policy};
+use purple_common::policy::{NetworkMode, Policy};
+use purple_common::values::EnvName;
+
+use crate::cli::RunArgs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyArgsError {
+    #[error("cannot read policy {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// Already formatted as FILE:LINE:COL: message lines.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the policy with the command-line flags applied is invalid: {0}")]
+    InvalidWithFlags(String),
+}
+
+/// Reads and parses a policy file.
+pub fn load_file(path: &Path) -> Result<Policy, PolicyArgsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyArgsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_policy(&text).map_err(|diags| {
+        PolicyArgsError::Invalid(format_diagnostics(&path.display().to_string(), &diags).trim_end().to_owned())
+    })
+}
+
+pub fn effective_policy(args: &RunArgs) -> Result<Policy, PolicyArgsError> {
+    let mut policy = match &args.policy {
+        Some(path) => load_file(path)?,
+        None => Policy::default(),
+    };
+    let fs = &mut policy.filesystem;
+    if let Some(workspace) = &args.workspace {
+        fs.workspace = Some(workspace.clone());
+    }
+    fs.read_only.extend(args.ro_bind.iter().cloned());
+    fs.read_write.extend(args.bind.iter().cloned());
+    for (key, value) in &args.env {
+        let key: EnvName = key
+            .parse()
+            .map_err(|e: purple_common::values::ValueError| PolicyArgsError::InvalidWithFlags(e.0))?;
+        policy.env.insert(key, value.clone());
+    }
+    let res = &mut policy.resources;
+    res.memory = args.memory.or(res.memory);
+    res.pids = args.pids.or(res.pids);
+    res.cpus = args.cpus.or(res.cpus);
+    res.timeout = args.timeout.or(res.timeout);
+    if let Some(mode) = args.net {
+        policy.network.mode = mode;
+        if mode == NetworkMode::None {
+            policy.network.allow_in.clear();
+            policy.network.allow_out.clear();
+        }
+    }
+    policy.validate().map_err(|problems| {
+        PolicyArgsError::InvalidWithFlags(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+    })?;
+    Ok(policy)
+}
