@@ -19,16 +19,22 @@ const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum AdminConfigError {
     #[error("cannot open admin config {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read admin config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("admin config {path} is not safe: {why}")]
     Unsafe { path: PathBuf, why: String },
     #[error("admin config {path} is invalid: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub identity: IdentityConfig,
@@ -51,15 +57,8 @@ pub struct CapabilityConfig {
 
 impl Default for IdentityConfig {
     fn default() -> Self {
-        IdentityConfig { root_maps_to: 65534 }
-    }
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            identity: IdentityConfig::default(),
-            capabilities: CapabilityConfig::default(),
+        IdentityConfig {
+            root_maps_to: 65534,
         }
     }
 }
@@ -84,7 +83,10 @@ fn check_root_owned(path: &Path, meta: &std::fs::Metadata) -> Result<(), AdminCo
     if meta.mode() & 0o022 != 0 {
         return Err(AdminConfigError::Unsafe {
             path: path.to_owned(),
-            why: format!("mode {:o} lets group or others write it", meta.mode() & 0o7777),
+            why: format!(
+                "mode {:o} lets group or others write it",
+                meta.mode() & 0o7777
+            ),
         });
     }
     Ok(())
@@ -149,7 +151,9 @@ pub fn load(path: &Path) -> Result<AdminConfig, AdminConfigError> {
 pub fn parse(text: &str) -> Result<AdminConfig, String> {
     let config: AdminConfig = toml::from_str(text).map_err(|e| e.to_string().replace('\n', " "))?;
     if config.identity.root_maps_to == 0 {
-        return Err("identity.root_maps_to must not be 0: a root caller never maps to host root".into());
+        return Err(
+            "identity.root_maps_to must not be 0: a root caller never maps to host root".into(),
+        );
     }
     Ok(config)
 }
@@ -172,7 +176,9 @@ mod tests {
     #[test]
     fn defaults_and_parse() {
         assert_eq!(parse(""), Ok(AdminConfig::default()));
-        let c = parse("[identity]\nroot_maps_to = 4000\n[capabilities]\nallow_extra = [\"CAP_NET_RAW\"]\n");
+        let c = parse(
+            "[identity]\nroot_maps_to = 4000\n[capabilities]\nallow_extra = [\"CAP_NET_RAW\"]\n",
+        );
         assert_eq!(c.as_ref().map(|c| c.identity.root_maps_to), Ok(4000));
         assert!(parse("[identity]\nroot_maps_to = 0\n").is_err());
         assert!(parse("[nope]\n").is_err());
@@ -183,7 +189,10 @@ mod tests {
     fn env_override_only_for_root() {
         let p = std::ffi::OsStr::new("/tmp/x.toml");
         assert_eq!(config_path(0, Some(p)), PathBuf::from("/tmp/x.toml"));
-        assert_eq!(config_path(1000, Some(p)), PathBuf::from(DEFAULT_ADMIN_CONFIG));
+        assert_eq!(
+            config_path(1000, Some(p)),
+            PathBuf::from(DEFAULT_ADMIN_CONFIG)
+        );
         assert_eq!(config_path(0, None), PathBuf::from(DEFAULT_ADMIN_CONFIG));
     }
 
@@ -197,6 +206,9 @@ mod tests {
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666));
         let result = load(&path);
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(matches!(result, Err(AdminConfigError::Unsafe { .. }) | Err(AdminConfigError::Open { .. })));
+        assert!(matches!(
+            result,
+            Err(AdminConfigError::Unsafe { .. }) | Err(AdminConfigError::Open { .. })
+        ));
     }
 }

@@ -43,7 +43,12 @@ pub struct StartState {
 }
 
 /// Signals that make purple-init end the sandbox; read via signalfd.
-pub const STOP_SIGNALS: &[Signal] = &[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
+pub const STOP_SIGNALS: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
 
 /// Capabilities purple-init keeps until the sandbox is started: open_tree
 /// and mount_setattr on the caller's paths (SYS_ADMIN), writing id maps for
@@ -64,7 +69,8 @@ pub fn sanitize_process() -> Result<StartState, HardeningError> {
     }
     ensure_standard_fds_open()?;
     let socket = take_request_socket()?;
-    sys::close_from(INIT_SOCKET_FD as u32 + 1, 0).map_err(sys_err("close inherited descriptors"))?;
+    sys::close_from(INIT_SOCKET_FD as u32 + 1, 0)
+        .map_err(sys_err("close inherited descriptors"))?;
 
     let purple_config = std::env::var_os("PURPLE_CONFIG");
     clear_environment();
@@ -73,7 +79,8 @@ pub fn sanitize_process() -> Result<StartState, HardeningError> {
     reset_signals()?;
     let ids = nix::unistd::getresuid().map_err(sys_err("getresuid"))?;
     let gids = nix::unistd::getresgid().map_err(sys_err("getresgid"))?;
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0).map_err(sys_err("setrlimit RLIMIT_CORE"))?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+        .map_err(sys_err("setrlimit RLIMIT_CORE"))?;
     keep_only_needed_capabilities()?;
     Ok(StartState {
         socket,
@@ -89,8 +96,12 @@ pub fn sanitize_process() -> Result<StartState, HardeningError> {
 fn ensure_standard_fds_open() -> Result<(), HardeningError> {
     for fd in 0..3 {
         if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD) == Err(Errno::EBADF) {
-            let null = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty())
-                .map_err(sys_err("open /dev/null"))?;
+            let null = nix::fcntl::open(
+                "/dev/null",
+                nix::fcntl::OFlag::O_RDWR,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(sys_err("open /dev/null"))?;
             if null != fd {
                 nix::unistd::dup2(null, fd).map_err(sys_err("dup2 /dev/null"))?;
                 let _ = nix::unistd::close(null);
@@ -113,7 +124,11 @@ fn take_request_socket() -> Result<OwnedFd, HardeningError> {
     if !is_unix_stream {
         return Err(HardeningError::NoSocket);
     }
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).map_err(sys_err("set FD_CLOEXEC"))?;
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(sys_err("set FD_CLOEXEC"))?;
     Ok(socket)
 }
 
@@ -122,7 +137,13 @@ fn socket_domain(fd: RawFd) -> Option<libc::c_int> {
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: domain and len are valid for writes of the sizes passed.
     let ret = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, (&mut domain as *mut libc::c_int).cast(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut domain as *mut libc::c_int).cast(),
+            &mut len,
+        )
     };
     (ret == 0).then_some(domain)
 }

@@ -85,7 +85,17 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
     };
     // Step 5: the plan, as data. Nothing has been created yet.
     let identity = sandbox_identity(state, &admin);
-    let user_name = plan::sanitize_user_name(&request.user_name);
+    // A root caller runs as the admin's unprivileged id: name it after that
+    // id, not after root.
+    let user_name = if state.real_uid == 0 {
+        if identity.uid == 65534 {
+            "nobody".to_owned()
+        } else {
+            "sandbox".to_owned()
+        }
+    } else {
+        plan::sanitize_user_name(&request.user_name)
+    };
     let plan = match plan::build(&request.policy, &request.argv, &binds, identity, &user_name) {
         Ok(p) => p,
         Err(e) => return ctx.refused(e.to_string()),
@@ -169,7 +179,10 @@ fn clone_bind_trees(plan: &plan::Plan, fds: &[OwnedFd]) -> Result<Vec<OwnedFd>, 
                 errno,
             }
         };
-        let fd = fds.get(*fd_index).ok_or(nix::errno::Errno::EBADF).map_err(err("find fd"))?;
+        let fd = fds
+            .get(*fd_index)
+            .ok_or(nix::errno::Errno::EBADF)
+            .map_err(err("find fd"))?;
         let flags = libc::OPEN_TREE_CLONE
             | libc::OPEN_TREE_CLOEXEC
             | libc::AT_EMPTY_PATH as libc::c_uint
@@ -180,7 +193,8 @@ fn clone_bind_trees(plan: &plan::Plan, fds: &[OwnedFd]) -> Result<Vec<OwnedFd>, 
             attrs |= libc::MOUNT_ATTR_RDONLY;
         }
         let recursive = libc::AT_EMPTY_PATH as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
-        sys::mount_setattr(tree.as_fd(), "", recursive, attrs, 0, 0).map_err(err("mount_setattr"))?;
+        sys::mount_setattr(tree.as_fd(), "", recursive, attrs, 0, 0)
+            .map_err(err("mount_setattr"))?;
         if let Some(slot) = trees.get_mut(*fd_index) {
             *slot = Some(tree);
         }

@@ -161,7 +161,7 @@ pub fn build(
             .find(|(earlier, _, _)| dest.starts_with(earlier) && dest != earlier);
         let mut step = step.clone();
         if let Some((earlier, earlier_step, earlier_is_dir)) = covering {
-            if let MountStep::Bind { .. } = earlier_step {
+            if matches!(earlier_step, MountStep::Bind { .. }) {
                 if !earlier_is_dir {
                     return Err(PlanError::InsideFile {
                         destination: dest.clone(),
@@ -176,8 +176,16 @@ pub fn build(
 
     let workspace = AbsPath::from_static(WORKSPACE_PATH);
     let has_workspace = binds.iter().any(|b| b.destination == workspace);
-    let cwd = if has_workspace { workspace.clone() } else { AbsPath::from_static("/") };
-    let home = if has_workspace { WORKSPACE_PATH } else { "/tmp" };
+    let cwd = if has_workspace {
+        workspace.clone()
+    } else {
+        AbsPath::from_static("/")
+    };
+    let home = if has_workspace {
+        WORKSPACE_PATH
+    } else {
+        "/tmp"
+    };
 
     Ok(Plan {
         identity,
@@ -195,7 +203,9 @@ pub fn build(
 
 fn set_mountpoint(step: &mut MountStep, new: Mountpoint) {
     match step {
-        MountStep::Bind { mountpoint, .. } | MountStep::Tmpfs { mountpoint, .. } => *mountpoint = new,
+        MountStep::Bind { mountpoint, .. } | MountStep::Tmpfs { mountpoint, .. } => {
+            *mountpoint = new
+        }
     }
 }
 
@@ -232,7 +242,9 @@ fn root_entries(identity: Identity, user_name: &str, home: &str) -> Vec<RootEntr
     let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
     let mut group = String::from("root:x:0:\n");
     if uid != 65534 {
-        passwd.push_str(&format!("{user_name}:x:{uid}:{gid}:{user_name}:{home}:/bin/sh\n"));
+        passwd.push_str(&format!(
+            "{user_name}:x:{uid}:{gid}:{user_name}:{home}:/bin/sh\n"
+        ));
     }
     if gid != 65534 {
         group.push_str(&format!("{user_name}:x:{gid}:\n"));
@@ -288,7 +300,10 @@ mod tests {
         }
     }
 
-    const ID: Identity = Identity { uid: 1000, gid: 1000 };
+    const ID: Identity = Identity {
+        uid: 1000,
+        gid: 1000,
+    };
 
     fn plan(binds: &[InspectedBind]) -> Result<Plan, PlanError> {
         build(&Policy::default(), &["true".into()], binds, ID, "alice")
@@ -298,9 +313,16 @@ mod tests {
         plan.mounts
             .iter()
             .map(|m| match m {
-                MountStep::Bind { destination, mountpoint, .. } | MountStep::Tmpfs { destination, mountpoint, .. } => {
-                    (destination.to_string(), *mountpoint)
+                MountStep::Bind {
+                    destination,
+                    mountpoint,
+                    ..
                 }
+                | MountStep::Tmpfs {
+                    destination,
+                    mountpoint,
+                    ..
+                } => (destination.to_string(), *mountpoint),
             })
             .collect()
     }
@@ -328,7 +350,8 @@ mod tests {
 
     #[test]
     fn workspace_becomes_cwd_and_home() {
-        let plan = plan(&[bind(0, "/workspace", true, true)]).unwrap_or_else(|e| unreachable!("{e}"));
+        let plan =
+            plan(&[bind(0, "/workspace", true, true)]).unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(plan.cwd.as_str(), "/workspace");
         assert!(plan.env.contains(&"HOME=/workspace".to_owned()));
         let plan = plan_default();
@@ -343,9 +366,16 @@ mod tests {
     #[test]
     fn environment_has_defaults_and_policy_overrides() {
         let mut policy = Policy::default();
-        policy.env.insert("PATH".parse().unwrap_or_else(|_| unreachable!()), "/opt/bin".into());
-        policy.env.insert("FOO".parse().unwrap_or_else(|_| unreachable!()), "bar".into());
-        let plan = build(&policy, &["true".into()], &[], ID, "alice").unwrap_or_else(|e| unreachable!("{e}"));
+        policy.env.insert(
+            "PATH".parse().unwrap_or_else(|_| unreachable!()),
+            "/opt/bin".into(),
+        );
+        policy.env.insert(
+            "FOO".parse().unwrap_or_else(|_| unreachable!()),
+            "bar".into(),
+        );
+        let plan = build(&policy, &["true".into()], &[], ID, "alice")
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert!(plan.env.contains(&"PATH=/opt/bin".to_owned()));
         assert!(plan.env.contains(&"FOO=bar".to_owned()));
         assert!(plan.env.contains(&"LANG=C.UTF-8".to_owned()));
@@ -359,7 +389,10 @@ mod tests {
             Err(PlanError::DuplicateDestination { .. })
         ));
         assert!(matches!(
-            plan(&[bind(0, "/opt/f", false, false), bind(1, "/opt/f/x", true, true)]),
+            plan(&[
+                bind(0, "/opt/f", false, false),
+                bind(1, "/opt/f/x", true, true)
+            ]),
             Err(PlanError::InsideFile { .. })
         ));
         assert!(matches!(
@@ -372,7 +405,9 @@ mod tests {
     fn synthesized_passwd_names_only_the_mapped_user() {
         let plan = plan_default();
         let passwd = plan.root_entries.iter().find_map(|e| match e {
-            RootEntry::File { path, contents } if path.as_str() == "/etc/passwd" => Some(contents.clone()),
+            RootEntry::File { path, contents } if path.as_str() == "/etc/passwd" => {
+                Some(contents.clone())
+            }
             _ => None,
         });
         let passwd = passwd.unwrap_or_default();

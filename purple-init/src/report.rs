@@ -3,8 +3,8 @@
 
 use purple_common::policy::{LandlockMode, Policy};
 use purple_common::report::{
-    CapabilitySets, ExitReport, IdMapping, Isolation, MountRecord, Outcome, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND,
-    EXIT_PURPLE_FAILED, EXIT_TIMEOUT, REPORT_SCHEMA_VERSION,
+    CapabilitySets, ExitReport, IdMapping, Isolation, MountRecord, Outcome, EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND, EXIT_PURPLE_FAILED, EXIT_TIMEOUT, REPORT_SCHEMA_VERSION,
 };
 
 use crate::plan::{MountStep, Plan};
@@ -58,7 +58,10 @@ impl ReportContext<'_> {
             },
             Ending::Reported(ChildMessage::ExecFailed { errno, program }) => {
                 let errno = nix::errno::Errno::from_raw(errno);
-                let (status, code) = if matches!(errno, nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) {
+                let (status, code) = if matches!(
+                    errno,
+                    nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR
+                ) {
                     (Outcome::NotFound, EXIT_NOT_FOUND)
                 } else {
                     (Outcome::NotExecutable, EXIT_NOT_EXECUTABLE)
@@ -77,17 +80,26 @@ impl ReportContext<'_> {
                 return self.setup_failed(format!("sandbox setup failed at {step}: {detail}"))
             }
             Ending::Vanished { wait_status } => {
-                return self.setup_failed(format!("the sandbox ended without reporting a status ({wait_status})"))
+                return self.setup_failed(format!(
+                    "the sandbox ended without reporting a status ({wait_status})"
+                ))
             }
             Ending::TimedOut => ExitReport {
-                message: plan
-                    .timeout_ms
-                    .map(|ms| format!("killed: timeout of {} reached", purple_common::values::Timeout::from_millis(ms).map(|t| t.to_string()).unwrap_or_default())),
+                message: plan.timeout_ms.map(|ms| {
+                    format!(
+                        "killed: timeout of {} reached",
+                        purple_common::values::Timeout::from_millis(ms)
+                            .map(|t| t.to_string())
+                            .unwrap_or_default()
+                    )
+                }),
                 ..self.base(Outcome::Timeout, EXIT_TIMEOUT)
             },
             Ending::Interrupted(signal) => ExitReport {
                 signal: Some(signal),
-                message: Some(format!("purple-init received signal {signal} and ended the sandbox")),
+                message: Some(format!(
+                    "purple-init received signal {signal} and ended the sandbox"
+                )),
                 ..self.base(Outcome::Interrupted, 128 + signal)
             },
         };
@@ -115,7 +127,9 @@ fn isolation(plan: &Plan, policy: &Policy) -> Isolation {
                 size_bytes: None,
             },
             MountStep::Tmpfs {
-                destination, size_bytes, ..
+                destination,
+                size_bytes,
+                ..
             } => MountRecord {
                 destination: destination.to_string(),
                 kind: "tmpfs".into(),
@@ -144,16 +158,35 @@ fn isolation(plan: &Plan, policy: &Policy) -> Isolation {
         .chain(MASKED_PROC_DIRS)
         .map(|p| format!("/proc/{p}"))
         .collect();
-    let kept: Vec<String> = plan.kept_capabilities.iter().map(|c| c.name().to_owned()).collect();
+    let kept: Vec<String> = plan
+        .kept_capabilities
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect();
     let capabilities = CapabilitySets {
-        effective: if plan.ambient_capabilities { kept.clone() } else { Vec::new() },
-        permitted: if plan.ambient_capabilities { kept.clone() } else { Vec::new() },
+        effective: if plan.ambient_capabilities {
+            kept.clone()
+        } else {
+            Vec::new()
+        },
+        permitted: if plan.ambient_capabilities {
+            kept.clone()
+        } else {
+            Vec::new()
+        },
         inheritable: kept.clone(),
         bounding: kept.clone(),
-        ambient: if plan.ambient_capabilities { kept } else { Vec::new() },
+        ambient: if plan.ambient_capabilities {
+            kept
+        } else {
+            Vec::new()
+        },
     };
     Isolation {
-        namespaces: NAMESPACES.iter().map(|(_, name)| (*name).to_owned()).collect(),
+        namespaces: NAMESPACES
+            .iter()
+            .map(|(_, name)| (*name).to_owned())
+            .collect(),
         uid_map: IdMapping {
             inside: plan.identity.uid,
             outside: plan.identity.uid,

@@ -56,13 +56,20 @@ pub enum RequestError {
 
 /// Reads one request from the supervisor's socket.
 pub fn receive(socket: &OwnedFd) -> Result<(SandboxRequest, Vec<OwnedFd>), RequestError> {
-    Ok(protocol::receive_message(socket.as_fd(), MAX_REQUEST_BYTES)?)
+    Ok(protocol::receive_message(
+        socket.as_fd(),
+        MAX_REQUEST_BYTES,
+    )?)
 }
 
 /// Everything the request asks for that this build cannot enforce is refused
 /// here, before any side effect (fail closed).
 pub fn check_enforceable(policy: &Policy) -> Result<(), RequestError> {
-    let refuse = |what: &str| Err(RequestError::NotEnforced { what: what.to_owned() });
+    let refuse = |what: &str| {
+        Err(RequestError::NotEnforced {
+            what: what.to_owned(),
+        })
+    };
     let r = &policy.resources;
     if r.memory.is_some() {
         return refuse("resources.memory (--memory)");
@@ -86,7 +93,12 @@ pub fn check_enforceable(policy: &Policy) -> Result<(), RequestError> {
 }
 
 /// Re-checks the request's own shape and the admin's bounds.
-pub fn validate(request: &SandboxRequest, fds: &[OwnedFd], admin: &AdminConfig, config_path: &str) -> Result<(), RequestError> {
+pub fn validate(
+    request: &SandboxRequest,
+    fds: &[OwnedFd],
+    admin: &AdminConfig,
+    config_path: &str,
+) -> Result<(), RequestError> {
     if request.argv.is_empty() || request.argv[0].is_empty() {
         return Err(RequestError::EmptyCommand);
     }
@@ -113,7 +125,9 @@ pub fn validate(request: &SandboxRequest, fds: &[OwnedFd], admin: &AdminConfig, 
     }
     let mut used = vec![false; fds.len()];
     for (index, mount) in request.mounts.iter().enumerate() {
-        let slot = usize::try_from(mount.fd_index).ok().and_then(|i| used.get_mut(i));
+        let slot = usize::try_from(mount.fd_index)
+            .ok()
+            .and_then(|i| used.get_mut(i));
         match slot {
             Some(slot) if !*slot => *slot = true,
             _ => {
@@ -158,7 +172,10 @@ const FORBIDDEN_FILESYSTEMS: &[(i64, &str)] = &[
 /// Inspects every attached fd: a directory or regular file, not on a
 /// kernel pseudo-filesystem, and readable (writable for read-write binds)
 /// by the caller's real uid. The workspace must be a directory.
-pub fn inspect_binds(request: &SandboxRequest, fds: &[OwnedFd]) -> Result<Vec<InspectedBind>, RequestError> {
+pub fn inspect_binds(
+    request: &SandboxRequest,
+    fds: &[OwnedFd],
+) -> Result<Vec<InspectedBind>, RequestError> {
     let workspace = AbsPath::from_static(WORKSPACE_PATH);
     let mut binds = Vec::with_capacity(request.mounts.len());
     for mount in &request.mounts {
@@ -198,7 +215,10 @@ pub fn inspect_binds(request: &SandboxRequest, fds: &[OwnedFd]) -> Result<Vec<In
         }
         let fs = nix::sys::statfs::fstatfs(fd).map_err(inspect("fstatfs"))?;
         let fs_type = fs.filesystem_type().0 as i64;
-        if let Some((_, name)) = FORBIDDEN_FILESYSTEMS.iter().find(|(magic, _)| *magic == fs_type) {
+        if let Some((_, name)) = FORBIDDEN_FILESYSTEMS
+            .iter()
+            .find(|(magic, _)| *magic == fs_type)
+        {
             return Err(RequestError::BadSource {
                 destination,
                 why: format!(
@@ -207,11 +227,19 @@ pub fn inspect_binds(request: &SandboxRequest, fds: &[OwnedFd]) -> Result<Vec<In
                 ),
             });
         }
-        let mode = if mount.writable { libc::R_OK | libc::W_OK } else { libc::R_OK };
+        let mode = if mount.writable {
+            libc::R_OK | libc::W_OK
+        } else {
+            libc::R_OK
+        };
         if sys::real_user_may_access(fd.as_fd(), mode).is_err() {
             return Err(RequestError::AccessDenied {
                 destination,
-                access: if mount.writable { "read and write" } else { "read" },
+                access: if mount.writable {
+                    "read and write"
+                } else {
+                    "read"
+                },
                 source_hint: mount.source_hint.clone(),
             });
         }

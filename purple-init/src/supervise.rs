@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::signal::SigSet;
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::hardening::STOP_SIGNALS;
 use crate::sandbox::{ChildMessage, Running, MAX_CHILD_MESSAGE};
@@ -39,7 +39,10 @@ pub fn wait(running: Running, timeout: Option<Duration>) -> Result<Ending, Super
         stop_set.add(*s);
     }
     let signals = SignalFd::with_flags(&stop_set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|errno| SuperviseError::Sys { step: "signalfd", errno })?;
+        .map_err(|errno| SuperviseError::Sys {
+        step: "signalfd",
+        errno,
+    })?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut message_bytes: Vec<u8> = Vec::new();
     let mut status_open = true;
@@ -49,11 +52,16 @@ pub fn wait(running: Running, timeout: Option<Duration>) -> Result<Ending, Super
         let remaining = match (deadline, &forced) {
             (Some(d), None) => {
                 let left = d.saturating_duration_since(Instant::now());
-                PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+                PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+                    .unwrap_or(PollTimeout::MAX)
             }
             _ => PollTimeout::NONE,
         };
-        let status_flags = if status_open { PollFlags::POLLIN } else { PollFlags::empty() };
+        let status_flags = if status_open {
+            PollFlags::POLLIN
+        } else {
+            PollFlags::empty()
+        };
         let mut fds = [
             PollFd::new(running.pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(running.status.as_fd(), status_flags),
@@ -69,7 +77,12 @@ pub fn wait(running: Running, timeout: Option<Duration>) -> Result<Ending, Super
             }
             Ok(_) => {}
             Err(Errno::EINTR) => continue,
-            Err(errno) => return Err(SuperviseError::Sys { step: "poll", errno }),
+            Err(errno) => {
+                return Err(SuperviseError::Sys {
+                    step: "poll",
+                    errno,
+                })
+            }
         }
         let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
         let (pid1_done, status_ready, signal_ready) = (ready(0), ready(1), ready(2));

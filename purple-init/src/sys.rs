@@ -43,7 +43,8 @@ pub fn open_tree(dirfd: BorrowedFd<'_>, path: &str, flags: libc::c_uint) -> Resu
     let path = cstring(path)?;
     // SAFETY: path is a valid NUL-terminated string that outlives the call;
     // dirfd is a live descriptor (or AT_FDCWD).
-    let ret = unsafe { libc::syscall(libc::SYS_open_tree, dirfd.as_raw_fd(), path.as_ptr(), flags) };
+    let ret =
+        unsafe { libc::syscall(libc::SYS_open_tree, dirfd.as_raw_fd(), path.as_ptr(), flags) };
     to_fd(ret)
 }
 
@@ -142,7 +143,14 @@ impl FsContext {
         };
         to_unit(ret)?;
         // SAFETY: the context is live and created; flags and attrs are plain integers.
-        let ret = unsafe { libc::syscall(libc::SYS_fsmount, self.fd.as_raw_fd(), libc::FSMOUNT_CLOEXEC, attrs) };
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_fsmount,
+                self.fd.as_raw_fd(),
+                libc::FSMOUNT_CLOEXEC,
+                attrs,
+            )
+        };
         to_fd(ret)
     }
 }
@@ -150,7 +158,13 @@ impl FsContext {
 /// `openat2(dirfd, path, flags, resolve)`. With `RESOLVE_BENEATH |
 /// RESOLVE_NO_SYMLINKS` it cannot leave `dirfd` nor follow a link planted
 /// in a bound directory.
-pub fn openat2(dirfd: BorrowedFd<'_>, path: &str, flags: libc::c_int, mode: libc::mode_t, resolve: u64) -> Result<OwnedFd, Errno> {
+pub fn openat2(
+    dirfd: BorrowedFd<'_>,
+    path: &str,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+    resolve: u64,
+) -> Result<OwnedFd, Errno> {
     let path = cstring(path)?;
     // SAFETY: open_how is plain data; zeroed is a valid initial value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
@@ -180,7 +194,15 @@ pub fn openat2(dirfd: BorrowedFd<'_>, path: &str, flags: libc::c_int, mode: libc
 pub fn real_user_may_access(fd: BorrowedFd<'_>, mode: libc::c_int) -> Result<(), Errno> {
     let empty = c"";
     // SAFETY: fd is live; the empty path is a static C string.
-    let ret = unsafe { libc::syscall(libc::SYS_faccessat2, fd.as_raw_fd(), empty.as_ptr(), mode, libc::AT_EMPTY_PATH) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            mode,
+            libc::AT_EMPTY_PATH,
+        )
+    };
     to_unit(ret)
 }
 

@@ -83,8 +83,11 @@ pub struct RunArgs {
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
-    let (key, value) = s.split_once('=').ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
-    key.parse::<purple_common::values::EnvName>().map_err(|e| e.to_string())?;
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    key.parse::<purple_common::values::EnvName>()
+        .map_err(|e| e.to_string())?;
     purple_common::values::check_env_value(value).map_err(|e| e.to_string())?;
     Ok((key.to_owned(), value.to_owned()))
 }

@@ -13,15 +13,23 @@ struct Check {
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 fn kernel_version() -> (u32, u32, String) {
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0), release)
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        release,
+    )
 }
 
 fn landlock_abi() -> Option<i64> {
@@ -40,7 +48,9 @@ fn landlock_abi() -> Option<i64> {
 
 fn cgroup_layout() -> String {
     match nix::sys::statfs::statfs("/sys/fs/cgroup") {
-        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC => "v2 (unified)".into(),
+        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC => {
+            "v2 (unified)".into()
+        }
         Ok(fs) if fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC => {
             if std::path::Path::new("/sys/fs/cgroup/unified").exists() {
                 "v1/hybrid (v2 at /sys/fs/cgroup/unified)".into()
@@ -61,16 +71,23 @@ fn checks() -> Vec<Check> {
         ok: at_least(5, 12),
         detail: format!("{release} (Purple needs 5.12+: mount_setattr, openat2, clone3, pidfd)"),
     }];
-    let max_userns = read_trimmed("/proc/sys/user/max_user_namespaces").and_then(|s| s.parse::<u64>().ok());
+    let max_userns =
+        read_trimmed("/proc/sys/user/max_user_namespaces").and_then(|s| s.parse::<u64>().ok());
     checks.push(Check {
         name: "user namespaces",
         ok: max_userns.unwrap_or(0) > 0,
-        detail: format!("user.max_user_namespaces = {}", max_userns.map_or("unknown".into(), |n| n.to_string())),
+        detail: format!(
+            "user.max_user_namespaces = {}",
+            max_userns.map_or("unknown".into(), |n| n.to_string())
+        ),
     });
     match launcher::find_init() {
         Ok(path) => {
             let meta = std::fs::metadata(&path);
-            let setuid_root = meta.as_ref().map(|m| m.uid() == 0 && m.mode() & 0o4000 != 0).unwrap_or(false);
+            let setuid_root = meta
+                .as_ref()
+                .map(|m| m.uid() == 0 && m.mode() & 0o4000 != 0)
+                .unwrap_or(false);
             let caller_is_root = nix::unistd::getuid().is_root();
             checks.push(Check {
                 name: "purple-init",
@@ -96,13 +113,19 @@ fn checks() -> Vec<Check> {
     checks.push(Check {
         name: "seccomp",
         ok: seccomp,
-        detail: if seccomp { "available".into() } else { "not available".into() },
+        detail: if seccomp {
+            "available".into()
+        } else {
+            "not available".into()
+        },
     });
     let abi = landlock_abi();
     checks.push(Check {
         name: "landlock",
         ok: abi.is_some(),
-        detail: abi.map_or("not available (kernel or LSM list)".into(), |v| format!("ABI {v}")),
+        detail: abi.map_or("not available (kernel or LSM list)".into(), |v| {
+            format!("ABI {v}")
+        }),
     });
     checks.push(Check {
         name: "cgroups",
@@ -114,35 +137,66 @@ fn checks() -> Vec<Check> {
 
 /// What this build enforces on every sandbox, and what it does not yet.
 const GUARANTEES: &[(&str, bool)] = &[
-    ("new user, mount, pid, net, ipc, uts and cgroup namespaces", true),
-    ("sandbox uid/gid = caller's (a root caller runs as 65534 or the admin's choice)", true),
-    ("fresh read-only root; host paths only as read-only binds unless asked", true),
-    ("minimal /dev, fresh /proc with kernel internals masked, no /sys", true),
-    ("no capabilities, no_new_privs, new session, every fd >= 3 closed", true),
+    (
+        "new user, mount, pid, net, ipc, uts and cgroup namespaces",
+        true,
+    ),
+    (
+        "sandbox uid/gid = caller's (a root caller runs as 65534 or the admin's choice)",
+        true,
+    ),
+    (
+        "fresh read-only root; host paths only as read-only binds unless asked",
+        true,
+    ),
+    (
+        "minimal /dev, fresh /proc with kernel internals masked, no /sys",
+        true,
+    ),
+    (
+        "no capabilities, no_new_privs, new session, every fd >= 3 closed",
+        true,
+    ),
     ("loopback-only network", true),
     ("wall-clock timeout (--timeout)", true),
     ("seccomp syscall filter", false),
     ("Landlock filesystem rules", false),
-    ("cgroup limits: --memory, --pids, --cpus (refused until enforced)", false),
-    ("filtered network through purple-netd (refused until available)", false),
+    (
+        "cgroup limits: --memory, --pids, --cpus (refused until enforced)",
+        false,
+    ),
+    (
+        "filtered network through purple-netd (refused until available)",
+        false,
+    ),
 ];
 
 pub fn run() -> i32 {
     let checks = checks();
     println!("Host");
     for c in &checks {
-        println!("  [{}] {:<16} {}", if c.ok { " ok " } else { "FAIL" }, c.name, c.detail);
+        println!(
+            "  [{}] {:<16} {}",
+            if c.ok { " ok " } else { "FAIL" },
+            c.name,
+            c.detail
+        );
     }
     println!("\nGuarantees of this build");
     for (what, holds) in GUARANTEES {
         println!("  [{}] {what}", if *holds { "held" } else { " no " });
     }
-    let essential_ok = checks.iter().filter(|c| matches!(c.name, "kernel" | "user namespaces" | "purple-init")).all(|c| c.ok);
+    let essential_ok = checks
+        .iter()
+        .filter(|c| matches!(c.name, "kernel" | "user namespaces" | "purple-init"))
+        .all(|c| c.ok);
     if essential_ok {
         println!("\nPurple can run sandboxes on this host.");
         0
     } else {
-        println!("\nPurple cannot run sandboxes on this host until the FAIL lines above are fixed.");
+        println!(
+            "\nPurple cannot run sandboxes on this host until the FAIL lines above are fixed."
+        );
         1
     }
 }

@@ -18,7 +18,11 @@ use purple_common::values::AbsPath;
 #[derive(Debug, thiserror::Error)]
 pub enum HostPathError {
     #[error("{flag} {path}: {errno}")]
-    Open { flag: &'static str, path: String, errno: Errno },
+    Open {
+        flag: &'static str,
+        path: String,
+        errno: Errno,
+    },
     #[error("{flag} {path}: not a directory or regular file")]
     WrongType { flag: &'static str, path: String },
     #[error("--workspace {path}: not a directory")]
@@ -41,7 +45,13 @@ pub struct OpenedMounts {
 }
 
 impl OpenedMounts {
-    fn push(&mut self, fd: OwnedFd, destination: AbsPath, writable: bool, source: &str) -> Result<(), HostPathError> {
+    fn push(
+        &mut self,
+        fd: OwnedFd,
+        destination: AbsPath,
+        writable: bool,
+        source: &str,
+    ) -> Result<(), HostPathError> {
         if self.fds.len() >= MAX_REQUEST_FDS {
             return Err(HostPathError::TooMany);
         }
@@ -68,14 +78,18 @@ enum Kind {
 
 /// Opens `path` (following symlinks, as the user) without reading it, and
 /// checks its type and the user's access.
-fn open_checked(flag: &'static str, path: &str, writable: bool) -> Result<(OwnedFd, Kind), HostPathError> {
-    let raw = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).map_err(|errno| {
-        HostPathError::Open {
+fn open_checked(
+    flag: &'static str,
+    path: &str,
+    writable: bool,
+) -> Result<(OwnedFd, Kind), HostPathError> {
+    let raw = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).map_err(
+        |errno| HostPathError::Open {
             flag,
             path: path.to_owned(),
             errno,
-        }
-    })?;
+        },
+    )?;
     // SAFETY: open just returned this descriptor; nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let stat = fstat(fd.as_raw_fd()).map_err(|errno| HostPathError::Open {
@@ -99,7 +113,15 @@ fn open_checked(flag: &'static str, path: &str, writable: bool) -> Result<(Owned
         (libc::R_OK, "read")
     };
     // SAFETY: fd is live; the empty path with AT_EMPTY_PATH names fd itself.
-    let ret = unsafe { libc::syscall(libc::SYS_faccessat2, fd.as_raw_fd(), c"".as_ptr(), mode, libc::AT_EMPTY_PATH) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            mode,
+            libc::AT_EMPTY_PATH,
+        )
+    };
     if ret != 0 {
         return Err(HostPathError::NoAccess {
             flag,
@@ -126,7 +148,9 @@ pub fn open_all(policy: &Policy) -> Result<OpenedMounts, HostPathError> {
 
     if fs.system {
         for path in system_paths() {
-            let Ok(destination) = path.parse::<AbsPath>() else { continue };
+            let Ok(destination) = path.parse::<AbsPath>() else {
+                continue;
+            };
             // The policy's own bind at the same place wins.
             if user_destinations.contains(&&destination) {
                 continue;
@@ -136,7 +160,10 @@ pub fn open_all(policy: &Policy) -> Result<OpenedMounts, HostPathError> {
             }
         }
     }
-    for (binds, writable, flag) in [(&fs.read_only, false, "--ro-bind"), (&fs.read_write, true, "--bind")] {
+    for (binds, writable, flag) in [
+        (&fs.read_only, false, "--ro-bind"),
+        (&fs.read_write, true, "--bind"),
+    ] {
         for bind in binds {
             let (fd, _) = open_checked(flag, bind.source.as_str(), writable)?;
             opened.push(fd, bind.destination.clone(), writable, bind.source.as_str())?;
@@ -149,7 +176,12 @@ pub fn open_all(policy: &Policy) -> Result<OpenedMounts, HostPathError> {
                 path: workspace.to_string(),
             });
         }
-        opened.push(fd, AbsPath::from_static(WORKSPACE_PATH), true, workspace.as_str())?;
+        opened.push(
+            fd,
+            AbsPath::from_static(WORKSPACE_PATH),
+            true,
+            workspace.as_str(),
+        )?;
     }
     Ok(opened)
 }
@@ -170,4 +202,3 @@ fn system_paths() -> Vec<String> {
     }
     paths
 }
-

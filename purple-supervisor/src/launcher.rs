@@ -7,7 +7,9 @@ use std::process::{Child, Command};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use purple_common::protocol::{self, SandboxRequest, TransportError, INIT_SOCKET_FD, MAX_REPLY_BYTES, MAX_REQUEST_BYTES};
+use purple_common::protocol::{
+    self, SandboxRequest, TransportError, INIT_SOCKET_FD, MAX_REPLY_BYTES, MAX_REQUEST_BYTES,
+};
 use purple_common::report::ExitReport;
 
 /// Where packages install purple-init.
@@ -15,12 +17,17 @@ pub const PACKAGED_INIT: &str = "/usr/libexec/purple/purple-init";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
-    #[error("purple-init not found next to {exe} or at {PACKAGED_INIT}; install Purple (see README)")]
+    #[error(
+        "purple-init not found next to {exe} or at {PACKAGED_INIT}; install Purple (see README)"
+    )]
     InitNotFound { exe: String },
     #[error("creating the socket to purple-init: {0}")]
     Socket(nix::Error),
     #[error("starting {path}: {source}")]
-    Spawn { path: String, source: std::io::Error },
+    Spawn {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the request is too large: {0}")]
     RequestTooLarge(String),
     #[error("sending the request to purple-init: {0}")]
@@ -65,8 +72,17 @@ extern "C" fn forward_signal(signal: libc::c_int) {
 /// purple-init, which ends the sandbox and still sends its report.
 fn forward_stop_signals() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(SigHandler::Handler(forward_signal), SaFlags::SA_RESTART, SigSet::empty());
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+    let action = SigAction::new(
+        SigHandler::Handler(forward_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
         // SAFETY: the handler only loads an atomic and calls kill(2), both
         // async-signal-safe.
         let _ = unsafe { sigaction(signal, &action) };
@@ -75,12 +91,21 @@ fn forward_stop_signals() {
 
 /// Runs one sandbox: spawn purple-init with the socket at fd 3 and our own
 /// stdin/stdout/stderr, send the request with its fds, wait for the report.
-pub fn run_sandbox(init: &Path, request: &SandboxRequest, fds: &[std::os::fd::RawFd]) -> Result<ExitReport, LaunchError> {
+pub fn run_sandbox(
+    init: &Path,
+    request: &SandboxRequest,
+    fds: &[std::os::fd::RawFd],
+) -> Result<ExitReport, LaunchError> {
     // Encode first so an oversized request never starts purple-init.
     purple_common::codec::encode_frame(request, protocol::PROTOCOL_VERSION, MAX_REQUEST_BYTES)
         .map_err(|e| LaunchError::RequestTooLarge(e.to_string()))?;
-    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(LaunchError::Socket)?;
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(LaunchError::Socket)?;
     let mut child = spawn_init(init, &theirs)?;
     drop(theirs);
     INIT_PID.store(i32::try_from(child.id()).unwrap_or(0), Ordering::SeqCst);
@@ -88,7 +113,9 @@ pub fn run_sandbox(init: &Path, request: &SandboxRequest, fds: &[std::os::fd::Ra
 
     if let Err(e) = protocol::send_message(ours.as_fd(), request, MAX_REQUEST_BYTES, fds) {
         // purple-init may already have answered (e.g. refused): prefer that.
-        if let Ok((report, _)) = protocol::receive_message::<ExitReport>(ours.as_fd(), MAX_REPLY_BYTES) {
+        if let Ok((report, _)) =
+            protocol::receive_message::<ExitReport>(ours.as_fd(), MAX_REPLY_BYTES)
+        {
             let _ = child.wait();
             return Ok(report);
         }
@@ -101,7 +128,9 @@ pub fn run_sandbox(init: &Path, request: &SandboxRequest, fds: &[std::os::fd::Ra
     match reply {
         Ok((report, _)) => Ok(report),
         Err(_) => Err(LaunchError::NoReport {
-            status: status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+            status: status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string()),
         }),
     }
 }
@@ -120,7 +149,8 @@ fn spawn_init(init: &Path, socket: &OwnedFd) -> Result<Child, LaunchError> {
         command.pre_exec(move || {
             if socket_fd == INIT_SOCKET_FD {
                 let flags = libc::fcntl(socket_fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(socket_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                if flags < 0 || libc::fcntl(socket_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
             } else if libc::dup2(socket_fd, INIT_SOCKET_FD) < 0 {

@@ -30,7 +30,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_PURPLE_FAILED as u8) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_PURPLE_FAILED as u8)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let code = match cli.command {
@@ -62,8 +66,12 @@ fn fail(e: &anyhow::Error) -> ExitCode {
 fn ensure_standard_fds_open() -> anyhow::Result<()> {
     for fd in 0..3 {
         if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD) == Err(nix::errno::Errno::EBADF) {
-            let null = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty())
-                .context("opening /dev/null for a closed standard stream")?;
+            let null = nix::fcntl::open(
+                "/dev/null",
+                nix::fcntl::OFlag::O_RDWR,
+                nix::sys::stat::Mode::empty(),
+            )
+            .context("opening /dev/null for a closed standard stream")?;
             if null != fd {
                 nix::unistd::dup2(null, fd).context("dup2 /dev/null")?;
                 let _ = nix::unistd::close(null);
@@ -106,7 +114,9 @@ fn run(args: &RunArgs) -> anyhow::Result<i32> {
 
 /// One line on stderr when Purple, not the command, decided the ending.
 fn explain(report: &ExitReport) {
-    let Some(message) = &report.message else { return };
+    let Some(message) = &report.message else {
+        return;
+    };
     match report.status {
         Outcome::Exited | Outcome::Signaled => {}
         Outcome::Timeout
@@ -120,7 +130,8 @@ fn explain(report: &ExitReport) {
 
 fn write_report(path: &std::path::Path, report: &ExitReport) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(report).context("encoding the exit report")?;
-    let mut file = std::fs::File::create(path).with_context(|| format!("writing the report to {}", path.display()))?;
+    let mut file = std::fs::File::create(path)
+        .with_context(|| format!("writing the report to {}", path.display()))?;
     file.write_all(json.as_bytes())
         .and_then(|()| file.write_all(b"\n"))
         .with_context(|| format!("writing the report to {}", path.display()))

@@ -12,7 +12,10 @@ use crate::cli::RunArgs;
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyArgsError {
     #[error("cannot read policy {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     /// Already formatted as FILE:LINE:COL: message lines.
     #[error("{0}")]
     Invalid(String),
@@ -27,7 +30,11 @@ pub fn load_file(path: &Path) -> Result<Policy, PolicyArgsError> {
         source,
     })?;
     parse_policy(&text).map_err(|diags| {
-        PolicyArgsError::Invalid(format_diagnostics(&path.display().to_string(), &diags).trim_end().to_owned())
+        PolicyArgsError::Invalid(
+            format_diagnostics(&path.display().to_string(), &diags)
+                .trim_end()
+                .to_owned(),
+        )
     })
 }
 
@@ -45,7 +52,9 @@ pub fn effective_policy(args: &RunArgs) -> Result<Policy, PolicyArgsError> {
     for (key, value) in &args.env {
         let key: EnvName = key
             .parse()
-            .map_err(|e: purple_common::values::ValueError| PolicyArgsError::InvalidWithFlags(e.0))?;
+            .map_err(|e: purple_common::values::ValueError| {
+                PolicyArgsError::InvalidWithFlags(e.0)
+            })?;
         policy.env.insert(key, value.clone());
     }
     let res = &mut policy.resources;
@@ -61,7 +70,13 @@ pub fn effective_policy(args: &RunArgs) -> Result<Policy, PolicyArgsError> {
         }
     }
     policy.validate().map_err(|problems| {
-        PolicyArgsError::InvalidWithFlags(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        PolicyArgsError::InvalidWithFlags(
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
     })?;
     Ok(policy)
 }

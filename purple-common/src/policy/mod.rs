@@ -606,8 +606,13 @@ impl Policy {
             }
         }
 
-        if self.resources.pids == Some(0) {
-            problem("resources.pids".into(), "must be at least 1".into());
+        if let Some(pids) = self.resources.pids {
+            if pids == 0 || pids > parse::MAX_PIDS {
+                problem(
+                    "resources.pids".into(),
+                    format!("must be between 1 and {}", parse::MAX_PIDS),
+                );
+            }
         }
 
         let net = &self.network;

@@ -113,7 +113,8 @@ fn set_up(plan: &Plan, trees: &[OwnedFd], sync: &OwnedFd) -> Result<(), StepErro
 }
 
 fn set_parent_death_signal() -> Result<(), StepError> {
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(step_err("prctl PR_SET_PDEATHSIG"))
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(step_err("prctl PR_SET_PDEATHSIG"))
 }
 
 fn wait_for_id_maps(sync: &OwnedFd) -> Result<(), StepError> {
@@ -194,7 +195,11 @@ fn write_root_entries(root: std::os::fd::BorrowedFd<'_>, entries: &[RootEntry]) 
     Ok(())
 }
 
-fn mountpoint(root: std::os::fd::BorrowedFd<'_>, path: &AbsPath, kind: Mountpoint) -> MountResult<OwnedFd> {
+fn mountpoint(
+    root: std::os::fd::BorrowedFd<'_>,
+    path: &AbsPath,
+    kind: Mountpoint,
+) -> MountResult<OwnedFd> {
     match kind {
         Mountpoint::CreateDir => mounts::ensure_dir(root, path),
         Mountpoint::CreateFile => mounts::ensure_file(root, path),
@@ -202,7 +207,11 @@ fn mountpoint(root: std::os::fd::BorrowedFd<'_>, path: &AbsPath, kind: Mountpoin
     }
 }
 
-fn mount_plan(root: std::os::fd::BorrowedFd<'_>, steps: &[MountStep], trees: &[OwnedFd]) -> MountResult<()> {
+fn mount_plan(
+    root: std::os::fd::BorrowedFd<'_>,
+    steps: &[MountStep],
+    trees: &[OwnedFd],
+) -> MountResult<()> {
     for step in steps {
         match step {
             MountStep::Bind {
@@ -225,7 +234,12 @@ fn mount_plan(root: std::os::fd::BorrowedFd<'_>, steps: &[MountStep], trees: &[O
                 mode,
                 mountpoint: kind,
             } => {
-                let tmpfs = mounts::new_tmpfs(*size_bytes, *mode, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, destination.as_str())?;
+                let tmpfs = mounts::new_tmpfs(
+                    *size_bytes,
+                    *mode,
+                    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                    destination.as_str(),
+                )?;
                 let target = mountpoint(root, destination, *kind)?;
                 mounts::attach(&tmpfs, &target, destination)?;
             }
@@ -246,13 +260,23 @@ fn abs(s: &str) -> MountResult<AbsPath> {
 /// a private devpts instance, /dev/shm, and the usual links.
 fn build_dev(root: std::os::fd::BorrowedFd<'_>) -> MountResult<()> {
     let dev = abs("/dev")?;
-    let tmpfs = mounts::new_tmpfs(64 << 10, 0o755, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, "/dev")?;
+    let tmpfs = mounts::new_tmpfs(
+        64 << 10,
+        0o755,
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        "/dev",
+    )?;
     let target = mounts::ensure_dir(root, &dev)?;
     mounts::attach(&tmpfs, &target, &dev)?;
     for name in DEVICES {
         let path = abs(&format!("/dev/{name}"))?;
         let node = mounts::clone_tree(sys::cwd(), &format!("/dev/{name}"), false)?;
-        mounts::set_attrs(node.as_fd(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false, path.as_str())?;
+        mounts::set_attrs(
+            node.as_fd(),
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+            false,
+            path.as_str(),
+        )?;
         let target = mounts::ensure_file(root, &path)?;
         mounts::attach(&node, &target, &path)?;
     }
@@ -266,7 +290,12 @@ fn build_dev(root: std::os::fd::BorrowedFd<'_>) -> MountResult<()> {
     let target = mounts::ensure_dir(root, &pts)?;
     mounts::attach(&devpts, &target, &pts)?;
     let shm = abs("/dev/shm")?;
-    let shm_fs = mounts::new_tmpfs(64 << 20, 0o1777, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "/dev/shm")?;
+    let shm_fs = mounts::new_tmpfs(
+        64 << 20,
+        0o1777,
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        "/dev/shm",
+    )?;
     let target = mounts::ensure_dir(root, &shm)?;
     mounts::attach(&shm_fs, &target, &shm)?;
     for (link, to) in [
@@ -285,36 +314,68 @@ fn build_dev(root: std::os::fd::BorrowedFd<'_>) -> MountResult<()> {
 /// and tunables read-only.
 fn build_proc(root: std::os::fd::BorrowedFd<'_>) -> MountResult<()> {
     let proc_path = abs("/proc")?;
-    let proc = mounts::new_pseudo_fs(c"proc", &[], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, "/proc")?;
+    let proc = mounts::new_pseudo_fs(
+        c"proc",
+        &[],
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        "/proc",
+    )?;
     let target = mounts::ensure_dir(root, &proc_path)?;
     mounts::attach(&proc, &target, &proc_path)?;
     for name in MASKED_PROC_FILES {
         let path = abs(&format!("/proc/{name}"))?;
-        let Some(target) = open_if_present(root, &path)? else { continue };
+        let Some(target) = open_if_present(root, &path)? else {
+            continue;
+        };
         let null = mounts::clone_tree(sys::cwd(), "/dev/null", false)?;
-        mounts::set_attrs(null.as_fd(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false, path.as_str())?;
+        mounts::set_attrs(
+            null.as_fd(),
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+            false,
+            path.as_str(),
+        )?;
         mounts::attach(&null, &target, &path)?;
     }
     for name in MASKED_PROC_DIRS {
         let path = abs(&format!("/proc/{name}"))?;
-        let Some(target) = open_if_present(root, &path)? else { continue };
-        let empty = mounts::new_tmpfs(4096, 0o555, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, path.as_str())?;
+        let Some(target) = open_if_present(root, &path)? else {
+            continue;
+        };
+        let empty = mounts::new_tmpfs(
+            4096,
+            0o555,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            path.as_str(),
+        )?;
         mounts::attach(&empty, &target, &path)?;
     }
     for name in READ_ONLY_PROC_DIRS {
         let path = abs(&format!("/proc/{name}"))?;
-        let Some(target) = open_if_present(root, &path)? else { continue };
+        let Some(target) = open_if_present(root, &path)? else {
+            continue;
+        };
         let tree = mounts::clone_tree(target.as_fd(), "", true)?;
-        mounts::set_attrs(tree.as_fd(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, true, path.as_str())?;
+        mounts::set_attrs(
+            tree.as_fd(),
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            true,
+            path.as_str(),
+        )?;
         mounts::attach(&tree, &target, &path)?;
     }
     Ok(())
 }
 
-fn open_if_present(root: std::os::fd::BorrowedFd<'_>, path: &AbsPath) -> MountResult<Option<OwnedFd>> {
+fn open_if_present(
+    root: std::os::fd::BorrowedFd<'_>,
+    path: &AbsPath,
+) -> MountResult<Option<OwnedFd>> {
     match mounts::open_beneath(root, path) {
         Ok(fd) => Ok(Some(fd)),
-        Err(MountError { errno: Errno::ENOENT, .. }) => Ok(None),
+        Err(MountError {
+            errno: Errno::ENOENT,
+            ..
+        }) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -328,9 +389,11 @@ fn make_read_only(root: std::os::fd::BorrowedFd<'_>, path: &str) -> MountResult<
 /// Switches the root to the new tree and detaches the old one, so no path
 /// leads back to the host's filesystem.
 fn pivot_into(root: OwnedFd) -> Result<(), StepError> {
-    nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&root)).map_err(step_err("chdir new root"))?;
+    nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&root))
+        .map_err(step_err("chdir new root"))?;
     sys::pivot_root(".", ".").map_err(step_err("pivot_root"))?;
-    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH).map_err(step_err("detach old root"))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(step_err("detach old root"))?;
     nix::unistd::chdir("/").map_err(step_err("chdir /"))
 }
 

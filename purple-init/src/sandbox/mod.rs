@@ -62,7 +62,8 @@ impl ChildMessage {
             },
             other => other.clone(),
         };
-        purple_common::codec::encode_frame(&shortened, CHILD_PROTOCOL, MAX_CHILD_MESSAGE).unwrap_or_default()
+        purple_common::codec::encode_frame(&shortened, CHILD_PROTOCOL, MAX_CHILD_MESSAGE)
+            .unwrap_or_default()
     }
 
     pub fn decode(bytes: &[u8]) -> Option<ChildMessage> {
@@ -95,7 +96,10 @@ pub enum LaunchError {
     #[error("clone3 into new namespaces: {errno}")]
     Clone { errno: Errno },
     #[error("writing {path}: {source}")]
-    IdMap { path: String, source: std::io::Error },
+    IdMap {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("releasing the child: {errno}")]
     Release { errno: Errno },
 }
@@ -113,9 +117,15 @@ pub struct Running {
 /// and lets it run. `trees` are the detached mounts made from the caller's
 /// fds, indexed like the plan's `fd_index`.
 pub fn launch(plan: &Plan, trees: Vec<OwnedFd>) -> Result<Running, LaunchError> {
-    let (sync_read, sync_write) = pipe2(OFlag::O_CLOEXEC).map_err(|errno| LaunchError::Pipe { what: "sync", errno })?;
+    let (sync_read, sync_write) = pipe2(OFlag::O_CLOEXEC).map_err(|errno| LaunchError::Pipe {
+        what: "sync",
+        errno,
+    })?;
     let (status_read, status_write) =
-        pipe2(OFlag::O_CLOEXEC).map_err(|errno| LaunchError::Pipe { what: "status", errno })?;
+        pipe2(OFlag::O_CLOEXEC).map_err(|errno| LaunchError::Pipe {
+            what: "status",
+            errno,
+        })?;
     let flags = NAMESPACES.iter().fold(0, |acc, (flag, _)| acc | flag);
 
     // SAFETY: purple-init is single-threaded (no runtime, no helper threads),

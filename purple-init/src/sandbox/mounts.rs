@@ -12,7 +12,8 @@ use purple_common::values::AbsPath;
 use crate::sys;
 
 /// Resolution rules for every lookup under the new root.
-const BENEATH: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+const BENEATH: u64 =
+    libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
 
 /// A failed mount step: which step, on which path, and the error.
 #[derive(Debug, thiserror::Error)]
@@ -33,22 +34,35 @@ pub fn fail(step: &'static str, path: impl Into<String>) -> impl FnOnce(Errno) -
 /// Opens `path` (relative to `root`) as an O_PATH descriptor.
 pub fn open_beneath(root: BorrowedFd<'_>, path: &AbsPath) -> MountResult<OwnedFd> {
     let rel = if path.is_root() { "." } else { path.relative() };
-    sys::openat2(root, rel, libc::O_PATH | libc::O_CLOEXEC, 0, BENEATH).map_err(fail("open", path.as_str()))
+    sys::openat2(root, rel, libc::O_PATH | libc::O_CLOEXEC, 0, BENEATH)
+        .map_err(fail("open", path.as_str()))
 }
 
 /// Creates the directory `path` and its missing parents under `root`,
 /// returning an O_PATH descriptor of it.
 pub fn ensure_dir(root: BorrowedFd<'_>, path: &AbsPath) -> MountResult<OwnedFd> {
-    let mut dir = sys::openat2(root, ".", libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY, 0, BENEATH)
-        .map_err(fail("open", "/"))?;
+    let mut dir = sys::openat2(
+        root,
+        ".",
+        libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY,
+        0,
+        BENEATH,
+    )
+    .map_err(fail("open", "/"))?;
     for component in path.components() {
-        match nix::sys::stat::mkdirat(Some(std::os::fd::AsRawFd::as_raw_fd(&dir)), component, Mode::from_bits_truncate(0o755)) {
+        match nix::sys::stat::mkdirat(
+            Some(std::os::fd::AsRawFd::as_raw_fd(&dir)),
+            component,
+            Mode::from_bits_truncate(0o755),
+        ) {
             Ok(()) | Err(Errno::EEXIST) => {}
-            Err(errno) => return Err(MountError {
-                step: "mkdir",
-                path: path.to_string(),
-                errno,
-            }),
+            Err(errno) => {
+                return Err(MountError {
+                    step: "mkdir",
+                    path: path.to_string(),
+                    errno,
+                })
+            }
         }
         dir = sys::openat2(
             dir.as_fd(),
@@ -109,7 +123,8 @@ pub fn write_file(root: BorrowedFd<'_>, path: &AbsPath, contents: &str) -> Mount
     let mut written = 0;
     let bytes = contents.as_bytes();
     while written < bytes.len() {
-        written += nix::unistd::write(&file, &bytes[written..]).map_err(fail("write file", path.as_str()))?;
+        written += nix::unistd::write(&file, &bytes[written..])
+            .map_err(fail("write file", path.as_str()))?;
     }
     Ok(())
 }
@@ -134,13 +149,20 @@ pub fn attach(mount: &OwnedFd, target: &OwnedFd, path: &AbsPath) -> MountResult<
 /// A fresh detached tmpfs with a size cap and root mode.
 pub fn new_tmpfs(size_bytes: u64, mode: u32, attrs: u64, path: &str) -> MountResult<OwnedFd> {
     let ctx = sys::FsContext::open(c"tmpfs").map_err(fail("fsopen tmpfs", path))?;
-    ctx.set_string("size", &size_bytes.to_string()).map_err(fail("tmpfs size", path))?;
-    ctx.set_string("mode", &format!("{mode:o}")).map_err(fail("tmpfs mode", path))?;
+    ctx.set_string("size", &size_bytes.to_string())
+        .map_err(fail("tmpfs size", path))?;
+    ctx.set_string("mode", &format!("{mode:o}"))
+        .map_err(fail("tmpfs mode", path))?;
     ctx.mount(attrs).map_err(fail("fsmount tmpfs", path))
 }
 
 /// A fresh detached instance of a pseudo-filesystem (proc, devpts).
-pub fn new_pseudo_fs(fstype: &CStr, options: &[(&str, &str)], attrs: u64, path: &str) -> MountResult<OwnedFd> {
+pub fn new_pseudo_fs(
+    fstype: &CStr,
+    options: &[(&str, &str)],
+    attrs: u64,
+    path: &str,
+) -> MountResult<OwnedFd> {
     let ctx = sys::FsContext::open(fstype).map_err(fail("fsopen", path))?;
     for (key, value) in options {
         ctx.set_string(key, value).map_err(fail("fsconfig", path))?;
@@ -163,7 +185,12 @@ pub fn clone_tree(dirfd: BorrowedFd<'_>, path: &str, recursive: bool) -> MountRe
 
 /// Sets mount attributes (`MOUNT_ATTR_*`) on a mount, optionally on all of
 /// its submounts too.
-pub fn set_attrs(mount: BorrowedFd<'_>, attrs: u64, recursive: bool, path: &str) -> MountResult<()> {
+pub fn set_attrs(
+    mount: BorrowedFd<'_>,
+    attrs: u64,
+    recursive: bool,
+    path: &str,
+) -> MountResult<()> {
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         flags |= libc::AT_RECURSIVE as libc::c_uint;

@@ -76,8 +76,12 @@ fn read_exec_error(pipe: &OwnedFd) -> Option<i32> {
 /// Drops every capability and descriptor PID 1 no longer needs.
 fn shed_privileges(status: &OwnedFd) -> Result<(), (&'static str, Errno)> {
     // Standard streams point at /dev/null: PID 1 must hold no host fd.
-    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| ("open /dev/null", e))?;
+    let null = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| ("open /dev/null", e))?;
     for target in 0..3 {
         nix::unistd::dup2(null, target).map_err(|e| ("redirect standard fds", e))?;
     }
@@ -88,16 +92,21 @@ fn shed_privileges(status: &OwnedFd) -> Result<(), (&'static str, Errno)> {
     for cap in caps::all() {
         let _ = caps::drop(None, caps::CapSet::Bounding, cap);
     }
-    caps::clear(None, caps::CapSet::Ambient).map_err(|_| ("clear ambient capabilities", Errno::EPERM))?;
-    caps::clear(None, caps::CapSet::Inheritable).map_err(|_| ("clear inheritable capabilities", Errno::EPERM))?;
-    caps::clear(None, caps::CapSet::Effective).map_err(|_| ("clear effective capabilities", Errno::EPERM))?;
-    caps::clear(None, caps::CapSet::Permitted).map_err(|_| ("clear permitted capabilities", Errno::EPERM))?;
+    caps::clear(None, caps::CapSet::Ambient)
+        .map_err(|_| ("clear ambient capabilities", Errno::EPERM))?;
+    caps::clear(None, caps::CapSet::Inheritable)
+        .map_err(|_| ("clear inheritable capabilities", Errno::EPERM))?;
+    caps::clear(None, caps::CapSet::Effective)
+        .map_err(|_| ("clear effective capabilities", Errno::EPERM))?;
+    caps::clear(None, caps::CapSet::Permitted)
+        .map_err(|_| ("clear permitted capabilities", Errno::EPERM))?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| ("set no_new_privs", e))?;
     nix::sys::prctl::set_dumpable(false).map_err(|e| ("clear dumpable", e))?;
     // The uid change in the child cleared the parent-death signal; set it
     // again, then make sure purple-init did not die in between (its end of
     // the status pipe would be closed).
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| ("prctl PR_SET_PDEATHSIG", e))?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| ("prctl PR_SET_PDEATHSIG", e))?;
     if init_is_gone(status) {
         exit_child(1);
     }
@@ -119,11 +128,14 @@ fn close_all_except(keep: i32) -> Result<(), Errno> {
 }
 
 fn init_is_gone(status: &OwnedFd) -> bool {
-    let mut fds = [nix::poll::PollFd::new(status.as_fd(), nix::poll::PollFlags::empty())];
+    let mut fds = [nix::poll::PollFd::new(
+        status.as_fd(),
+        nix::poll::PollFlags::empty(),
+    )];
     match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
-        Ok(_) => fds[0]
-            .revents()
-            .is_some_and(|r| r.intersects(nix::poll::PollFlags::POLLERR | nix::poll::PollFlags::POLLHUP)),
+        Ok(_) => fds[0].revents().is_some_and(|r| {
+            r.intersects(nix::poll::PollFlags::POLLERR | nix::poll::PollFlags::POLLHUP)
+        }),
         Err(_) => true,
     }
 }
@@ -138,7 +150,10 @@ fn reap_until(workload: Pid, status: &OwnedFd) -> ! {
                 exit_child(0);
             }
             Ok(WaitStatus::Signaled(pid, signal, _)) if pid == workload => {
-                ChildMessage::Signaled { signal: signal as i32 }.send(status);
+                ChildMessage::Signaled {
+                    signal: signal as i32,
+                }
+                .send(status);
                 exit_child(0);
             }
             Ok(_) | Err(Errno::EINTR) => continue,

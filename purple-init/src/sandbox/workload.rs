@@ -20,7 +20,11 @@ pub fn exec(plan: &Plan, exec_error: OwnedFd) -> ! {
         Err(errno) => errno,
     };
     let _ = nix::unistd::write(&exec_error, &(errno as i32).to_le_bytes());
-    exit_child(if matches!(errno, Errno::ENOENT | Errno::ENOTDIR) { 127 } else { 126 })
+    exit_child(if matches!(errno, Errno::ENOENT | Errno::ENOTDIR) {
+        127
+    } else {
+        126
+    })
 }
 
 struct Prepared {
@@ -41,7 +45,11 @@ fn prepare(plan: &Plan) -> Result<Prepared, Errno> {
     Ok(Prepared {
         argv,
         env,
-        search_path: path.split(':').filter(|d| !d.is_empty()).map(str::to_owned).collect(),
+        search_path: path
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned)
+            .collect(),
     })
 }
 
@@ -113,14 +121,21 @@ fn execute(prepared: &Prepared) -> Result<Never, Errno> {
         candidate.extend_from_slice(dir.as_bytes());
         candidate.push(b'/');
         candidate.extend_from_slice(name);
-        let Ok(candidate) = CString::new(candidate) else { continue };
+        let Ok(candidate) = CString::new(candidate) else {
+            continue;
+        };
         match exec_one(&candidate, prepared) {
-            Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ELOOP | Errno::ENAMETOOLONG => {}
+            Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ELOOP | Errno::ENAMETOOLONG => {
+            }
             Errno::EACCES => saw_eacces = true,
             other => return Err(other),
         }
     }
-    Err(if saw_eacces { Errno::EACCES } else { Errno::ENOENT })
+    Err(if saw_eacces {
+        Errno::EACCES
+    } else {
+        Errno::ENOENT
+    })
 }
 
 fn exec_one(path: &CString, prepared: &Prepared) -> Errno {
@@ -129,4 +144,3 @@ fn exec_one(path: &CString, prepared: &Prepared) -> Errno {
         Err(errno) => errno,
     }
 }
-
