@@ -137,11 +137,35 @@ fn write_report(path: &std::path::Path, report: &ExitReport) -> anyhow::Result<(
         .with_context(|| format!("writing the report to {}", path.display()))
 }
 
-/// The caller's login name, for the sandbox's passwd entry (cosmetic).
+/// The caller's login name, for the sandbox's passwd entry (cosmetic: the
+/// uid comes from the kernel). Read from /etc/passwd directly rather than
+/// through NSS, so the release build can be linked statically and start-up
+/// never waits on a directory service; accounts found only through NSS
+/// (LDAP, sssd) are named `u<uid>`.
 fn user_name() -> String {
-    let uid = nix::unistd::getuid();
-    if let Ok(Some(user)) = nix::unistd::User::from_uid(uid) {
-        return user.name;
+    let uid = nix::unistd::getuid().as_raw();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd_name(&passwd, uid).unwrap_or_else(|| format!("u{uid}"))
+}
+
+fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let entry_uid = fields.nth(1)?.parse::<u32>().ok()?;
+        (entry_uid == uid && !name.is_empty()).then(|| name.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passwd_name;
+
+    #[test]
+    fn passwd_lookup() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/bash\nbroken\n";
+        assert_eq!(passwd_name(passwd, 1000).as_deref(), Some("alice"));
+        assert_eq!(passwd_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(passwd_name(passwd, 5), None);
     }
-    format!("u{uid}")
 }

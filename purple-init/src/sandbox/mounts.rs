@@ -40,40 +40,42 @@ pub fn open_beneath(root: BorrowedFd<'_>, path: &AbsPath) -> MountResult<OwnedFd
 
 /// Creates the directory `path` and its missing parents under `root`,
 /// returning an O_PATH descriptor of it.
+///
+/// Mounts come parents first, so the parent usually exists: try that in
+/// three calls before walking component by component.
 pub fn ensure_dir(root: BorrowedFd<'_>, path: &AbsPath) -> MountResult<OwnedFd> {
-    let mut dir = sys::openat2(
-        root,
-        ".",
-        libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY,
-        0,
-        BENEATH,
-    )
-    .map_err(fail("open", "/"))?;
-    for component in path.components() {
-        match nix::sys::stat::mkdirat(
-            Some(std::os::fd::AsRawFd::as_raw_fd(&dir)),
-            component,
-            Mode::from_bits_truncate(0o755),
-        ) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(errno) => {
-                return Err(MountError {
-                    step: "mkdir",
-                    path: path.to_string(),
-                    errno,
-                })
-            }
+    if let Some((parent, name)) = split_parent(path) {
+        if let Ok(parent_fd) = open_dir(root, &parent) {
+            return make_child_dir(&parent_fd, name, path);
         }
-        dir = sys::openat2(
-            dir.as_fd(),
-            component,
-            libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY,
-            0,
-            BENEATH,
-        )
-        .map_err(fail("open", path.as_str()))?;
+    }
+    let mut dir = open_dir(root, &AbsPath::from_static("/"))?;
+    for component in path.components() {
+        dir = make_child_dir(&dir, component, path)?;
     }
     Ok(dir)
+}
+
+fn open_dir(root: BorrowedFd<'_>, path: &AbsPath) -> MountResult<OwnedFd> {
+    let rel = if path.is_root() { "." } else { path.relative() };
+    sys::openat2(root, rel, libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY, 0, BENEATH)
+        .map_err(fail("open", path.as_str()))
+}
+
+/// mkdir `name` in `dir` (an existing one is fine) and open it.
+fn make_child_dir(dir: &OwnedFd, name: &str, path: &AbsPath) -> MountResult<OwnedFd> {
+    match nix::sys::stat::mkdirat(Some(std::os::fd::AsRawFd::as_raw_fd(dir)), name, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(errno) => {
+            return Err(MountError {
+                step: "mkdir",
+                path: path.to_string(),
+                errno,
+            })
+        }
+    }
+    sys::openat2(dir.as_fd(), name, libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY, 0, BENEATH)
+        .map_err(fail("open", path.as_str()))
 }
 
 /// Splits `path` into its parent and last component (`/` has none).
