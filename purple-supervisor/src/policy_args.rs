@@ -23,12 +23,25 @@ pub enum PolicyArgsError {
     InvalidWithFlags(String),
 }
 
+/// A policy larger than this is refused before it is parsed.
+pub const MAX_POLICY_BYTES: u64 = 1 << 20;
+
 /// Reads and parses a policy file.
 pub fn load_file(path: &Path) -> Result<Policy, PolicyArgsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PolicyArgsError::Read {
+    use std::io::Read;
+    let read_err = |source| PolicyArgsError::Read {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_POLICY_BYTES + 1).read_to_string(&mut text))
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_POLICY_BYTES {
+        return Err(PolicyArgsError::TooLarge {
+            path: path.display().to_string(),
+        });
+    }
     parse_policy(&text).map_err(|diags| {
         PolicyArgsError::Invalid(
             format_diagnostics(&path.display().to_string(), &diags)
