@@ -163,7 +163,8 @@ mod tests {
 
     #[test]
     fn passwd_lookup() {
-        let passwd = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/bash\nbroken\n";
+        let passwd =
+            "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/bash\nbroken\n";
         assert_eq!(passwd_name(passwd, 1000).as_deref(), Some("alice"));
         assert_eq!(passwd_name(passwd, 0).as_deref(), Some("root"));
         assert_eq!(passwd_name(passwd, 5), None);

@@ -16,6 +16,8 @@ pub enum PolicyArgsError {
         path: String,
         source: std::io::Error,
     },
+    #[error("policy {path} is larger than {MAX_POLICY_BYTES} bytes")]
+    TooLarge { path: String },
     /// Already formatted as FILE:LINE:COL: message lines.
     #[error("{0}")]
     Invalid(String),
