@@ -56,10 +56,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Purple's own failures: one line on stderr, exit 125.
+/// Purple's own failures: one line on stderr (one per policy error), exit 125.
 fn fail(e: &anyhow::Error) -> ExitCode {
     let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
-    eprintln!("purple: {}", chain.join(": "));
+    // A policy with several errors gives one line per error, each complete.
+    for line in chain.join(": ").lines() {
+        eprintln!("purple: {line}");
+    }
     ExitCode::from(EXIT_PURPLE_FAILED as u8)
 }
 
