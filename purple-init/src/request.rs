@@ -253,3 +253,105 @@ pub fn inspect_binds(
     }
     Ok(binds)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use purple_common::protocol::MountRequest;
+
+    fn request(argv: &[&str]) -> SandboxRequest {
+        SandboxRequest {
+            policy: Policy::default(),
+            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+            mounts: Vec::new(),
+            user_name: "alice".into(),
+        }
+    }
+
+    fn check(req: &SandboxRequest) -> Result<(), RequestError> {
+        validate(req, &[], &AdminConfig::default(), "/etc/purple/purple.toml")
+    }
+
+    #[test]
+    fn a_plain_request_passes() {
+        assert!(check(&request(&["true"])).is_ok());
+    }
+
+    #[test]
+    fn bad_commands_are_refused() {
+        assert!(matches!(
+            check(&request(&[])),
+            Err(RequestError::EmptyCommand)
+        ));
+        assert!(matches!(
+            check(&request(&[""])),
+            Err(RequestError::EmptyCommand)
+        ));
+        assert!(matches!(
+            check(&request(&["a\0b"])),
+            Err(RequestError::NulInArgument)
+        ));
+    }
+
+    #[test]
+    fn mounts_must_match_fds() {
+        let mut req = request(&["true"]);
+        req.mounts.push(MountRequest {
+            fd_index: 0,
+            destination: AbsPath::from_static("/opt"),
+            writable: false,
+            source_hint: "/opt".into(),
+        });
+        assert!(matches!(
+            check(&req),
+            Err(RequestError::FdCountMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn unenforceable_requests_fail_closed() {
+        let mut req = request(&["true"]);
+        req.policy.resources.memory = Some("128M".parse().unwrap_or_else(|_| unreachable!()));
+        assert!(matches!(check(&req), Err(RequestError::NotEnforced { .. })));
+        let mut req = request(&["true"]);
+        req.policy.network.mode = NetworkMode::Filtered;
+        assert!(matches!(check(&req), Err(RequestError::NotEnforced { .. })));
+        let mut req = request(&["true"]);
+        req.policy.landlock.mode = LandlockMode::Required;
+        assert!(matches!(check(&req), Err(RequestError::NotEnforced { .. })));
+        let mut req = request(&["true"]);
+        req.policy
+            .syscalls
+            .deny
+            .push("ptrace".parse().unwrap_or_else(|_| unreachable!()));
+        assert!(matches!(check(&req), Err(RequestError::NotEnforced { .. })));
+    }
+
+    #[test]
+    fn unsafe_capabilities_need_the_admin() {
+        let mut req = request(&["true"]);
+        req.policy.capabilities.add.push(Capability::SysAdmin);
+        assert!(matches!(
+            check(&req),
+            Err(RequestError::CapabilityNotAllowed { .. })
+        ));
+        let mut admin = AdminConfig::default();
+        admin.capabilities.allow_extra.push(Capability::SysAdmin);
+        assert!(validate(&req, &[], &admin, "x").is_ok());
+        req.policy.capabilities.drop.push(Capability::SysAdmin);
+        assert!(check(&req).is_ok());
+    }
+
+    #[test]
+    fn invalid_policies_from_the_wire_are_refused() {
+        let mut req = request(&["true"]);
+        req.policy
+            .filesystem
+            .read_only
+            .push(purple_common::policy::Bind {
+                source: AbsPath::from_static("/x"),
+                destination: AbsPath::from_static("/proc/sys"),
+            });
+        assert!(matches!(check(&req), Err(RequestError::InvalidPolicy(_))));
+    }
+}

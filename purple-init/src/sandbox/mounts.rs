@@ -58,13 +58,23 @@ pub fn ensure_dir(root: BorrowedFd<'_>, path: &AbsPath) -> MountResult<OwnedFd> 
 
 fn open_dir(root: BorrowedFd<'_>, path: &AbsPath) -> MountResult<OwnedFd> {
     let rel = if path.is_root() { "." } else { path.relative() };
-    sys::openat2(root, rel, libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY, 0, BENEATH)
-        .map_err(fail("open", path.as_str()))
+    sys::openat2(
+        root,
+        rel,
+        libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY,
+        0,
+        BENEATH,
+    )
+    .map_err(fail("open", path.as_str()))
 }
 
 /// mkdir `name` in `dir` (an existing one is fine) and open it.
 fn make_child_dir(dir: &OwnedFd, name: &str, path: &AbsPath) -> MountResult<OwnedFd> {
-    match nix::sys::stat::mkdirat(Some(std::os::fd::AsRawFd::as_raw_fd(dir)), name, Mode::from_bits_truncate(0o755)) {
+    match nix::sys::stat::mkdirat(
+        Some(std::os::fd::AsRawFd::as_raw_fd(dir)),
+        name,
+        Mode::from_bits_truncate(0o755),
+    ) {
         Ok(()) | Err(Errno::EEXIST) => {}
         Err(errno) => {
             return Err(MountError {
@@ -74,8 +84,14 @@ fn make_child_dir(dir: &OwnedFd, name: &str, path: &AbsPath) -> MountResult<Owne
             })
         }
     }
-    sys::openat2(dir.as_fd(), name, libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY, 0, BENEATH)
-        .map_err(fail("open", path.as_str()))
+    sys::openat2(
+        dir.as_fd(),
+        name,
+        libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY,
+        0,
+        BENEATH,
+    )
+    .map_err(fail("open", path.as_str()))
 }
 
 /// Splits `path` into its parent and last component (`/` has none).
