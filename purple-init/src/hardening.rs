@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::socket::{getsockopt, sockopt, SockType};
 use purple_common::protocol::INIT_SOCKET_FD;
 
@@ -160,14 +160,7 @@ fn clear_environment() {
 /// caller could have ignored SIGCHLD), the mask cleared, then the stop
 /// signals blocked so the wait loop reads them from a signalfd.
 fn reset_signals() -> Result<(), HardeningError> {
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for signal in Signal::iterator() {
-        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
-            continue;
-        }
-        // SAFETY: installing SIG_DFL has no handler code to be unsafe.
-        unsafe { sigaction(signal, &default) }.map_err(sys_err("reset signal disposition"))?;
-    }
+    sys::reset_all_signal_dispositions().map_err(sys_err("reset signal dispositions"))?;
     let mut stop = SigSet::empty();
     for s in STOP_SIGNALS {
         stop.add(*s);

@@ -79,7 +79,7 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
         return ctx.refused(e.to_string());
     }
     // Step 4: inspect every fd as the caller before it can become a mount.
-    let binds = match request::inspect_binds(&request, &fds) {
+    let binds = match request::inspect_binds(&request, &fds, state.real_uid) {
         Ok(b) => b,
         Err(e) => return ctx.refused(e.to_string()),
     };

@@ -171,10 +171,12 @@ const FORBIDDEN_FILESYSTEMS: &[(i64, &str)] = &[
 
 /// Inspects every attached fd: a directory or regular file, not on a
 /// kernel pseudo-filesystem, and readable (writable for read-write binds)
-/// by the caller's real uid. The workspace must be a directory.
+/// by the caller's real uid (any for a root caller). The workspace must be
+/// a directory.
 pub fn inspect_binds(
     request: &SandboxRequest,
     fds: &[OwnedFd],
+    caller_uid: u32,
 ) -> Result<Vec<InspectedBind>, RequestError> {
     let workspace = AbsPath::from_static(WORKSPACE_PATH);
     let mut binds = Vec::with_capacity(request.mounts.len());
@@ -227,12 +229,14 @@ pub fn inspect_binds(
                 ),
             });
         }
+        // Checked as the caller's real uid. A root caller may bind anything
+        // (it could read it anyway); inside, the sandbox's own uid applies.
         let mode = if mount.writable {
             libc::R_OK | libc::W_OK
         } else {
             libc::R_OK
         };
-        if sys::real_user_may_access(fd.as_fd(), mode).is_err() {
+        if caller_uid != 0 && sys::real_user_may_access(fd.as_fd(), mode).is_err() {
             return Err(RequestError::AccessDenied {
                 destination,
                 access: if mount.writable {

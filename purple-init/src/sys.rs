@@ -327,3 +327,46 @@ pub fn loopback_up() -> Result<(), Errno> {
     }
     Ok(())
 }
+
+/// The kernel's `struct sigaction` for `rt_sigaction` (x86_64 and aarch64
+/// layout: handler, flags, restorer, mask).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Sets every signal's disposition (1 to 64, real-time ones included, which
+/// libc's sigaction refuses for the two it reserves) back to `SIG_DFL`.
+/// A caller's ignored signals survive execve; none may reach the sandbox.
+pub fn reset_all_signal_dispositions() -> Result<(), Errno> {
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `default` is a valid kernel sigaction with SIG_DFL (no
+        // handler code runs); the old action is not requested; the size is
+        // the kernel's sigset size (8 bytes).
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+        if ret < 0 {
+            return Err(Errno::last());
+        }
+    }
+    Ok(())
+}

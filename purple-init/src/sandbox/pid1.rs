@@ -36,10 +36,23 @@ pub fn run(plan: &Plan, status: OwnedFd) -> ! {
     drop(exec_write);
 
     // The exec pipe closes (EOF) when execve succeeds; otherwise the
-    // workload sends the errno first.
-    if let Some(errno) = read_exec_error(&exec_read) {
-        let program = plan.argv.first().cloned().unwrap_or_default();
-        ChildMessage::ExecFailed { errno, program }.send(&status);
+    // workload sends the failed step and the errno first.
+    if let Some((step, errno)) = read_exec_error(&exec_read) {
+        let message = match step {
+            0 => ChildMessage::ExecFailed {
+                errno,
+                program: plan.argv.first().cloned().unwrap_or_default(),
+            },
+            _ => ChildMessage::SetupFailed {
+                step: workload::STEPS
+                    .get(usize::from(step))
+                    .copied()
+                    .unwrap_or("prepare the command")
+                    .to_owned(),
+                detail: Errno::from_raw(errno).desc().to_owned(),
+            },
+        };
+        message.send(&status);
         exit_child(0);
     }
     drop(exec_read);
@@ -59,8 +72,8 @@ fn fail(status: &OwnedFd, step: &str, errno: Errno) -> ! {
     exit_child(1)
 }
 
-fn read_exec_error(pipe: &OwnedFd) -> Option<i32> {
-    let mut buf = [0u8; 4];
+fn read_exec_error(pipe: &OwnedFd) -> Option<(u8, i32)> {
+    let mut buf = [0u8; 5];
     let mut got = 0;
     while got < buf.len() {
         match nix::unistd::read(pipe.as_raw_fd(), &mut buf[got..]) {
@@ -70,7 +83,7 @@ fn read_exec_error(pipe: &OwnedFd) -> Option<i32> {
             Err(_) => break,
         }
     }
-    (got == buf.len()).then(|| i32::from_le_bytes(buf))
+    (got == buf.len()).then(|| (buf[0], i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]])))
 }
 
 /// Drops every capability and descriptor PID 1 no longer needs.

@@ -12,14 +12,35 @@ use super::exit_child;
 use crate::plan::Plan;
 use crate::sys;
 
-/// Runs in the forked workload process; never returns. On failure the errno
-/// goes to PID 1 through `exec_error` and the process exits 127/126.
+/// What failed before the command could run; sent to PID 1 as one byte
+/// (the index here) and the errno.
+pub const STEPS: &[&str] = &[
+    "execve",
+    "prepare argv and environment",
+    "reset signals",
+    "chdir to the working directory",
+    "set RLIMIT_CORE",
+    "close inherited descriptors",
+    "restrict capabilities",
+    "set no_new_privs",
+];
+const STEP_EXEC: u8 = 0;
+
+/// Runs in the forked workload process; never returns. On failure the step
+/// and errno go to PID 1 through `exec_error`, and the process exits 127
+/// (not found) or 126.
 pub fn exec(plan: &Plan, exec_error: OwnedFd) -> ! {
-    let errno = match prepare(plan).and_then(|prepared| run(plan, &prepared)) {
+    let (step, errno) = match prepare(plan)
+        .map_err(|e| (1, e))
+        .and_then(|prepared| run(plan, &prepared))
+    {
         Ok(never) => match never {},
-        Err(errno) => errno,
+        Err(failure) => failure,
     };
-    let _ = nix::unistd::write(&exec_error, &(errno as i32).to_le_bytes());
+    let mut message = [0u8; 5];
+    message[0] = step;
+    message[1..].copy_from_slice(&(errno as i32).to_le_bytes());
+    let _ = nix::unistd::write(&exec_error, &message);
     exit_child(if matches!(errno, Errno::ENOENT | Errno::ENOTDIR) {
         127
     } else {
@@ -55,15 +76,26 @@ fn prepare(plan: &Plan) -> Result<Prepared, Errno> {
 
 enum Never {}
 
-fn run(plan: &Plan, prepared: &Prepared) -> Result<Never, Errno> {
-    nix::unistd::chdir(plan.cwd.as_str())?;
+fn run(plan: &Plan, prepared: &Prepared) -> Result<Never, (u8, Errno)> {
+    // The command starts with default dispositions and an empty mask
+    // (purple-init blocks its stop signals to read them from a signalfd).
+    sys::reset_all_signal_dispositions().map_err(|e| (2, e))?;
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+    .map_err(|e| (2, e))?;
+    nix::unistd::chdir(plan.cwd.as_str()).map_err(|e| (3, e))?;
     // No core files: a crash must not write the workload's memory to disk.
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+        .map_err(|e| (4, e))?;
     // Every descriptor above 2 closes at execve (the exec-error pipe too).
-    sys::close_from(3, libc::CLOSE_RANGE_CLOEXEC)?;
-    restrict_capabilities(&plan.kept_capabilities, plan.ambient_capabilities)?;
-    nix::sys::prctl::set_no_new_privs()?;
-    execute(prepared)
+    sys::close_from(3, libc::CLOSE_RANGE_CLOEXEC).map_err(|e| (5, e))?;
+    restrict_capabilities(&plan.kept_capabilities, plan.ambient_capabilities)
+        .map_err(|e| (6, e))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| (7, e))?;
+    execute(prepared).map_err(|e| (STEP_EXEC, e))
 }
 
 /// Cuts every capability set to `kept`: bounding first (it needs
