@@ -77,7 +77,16 @@ impl ReportContext<'_> {
                 }
             }
             Ending::Reported(ChildMessage::SetupFailed { step, detail }) => {
-                return self.setup_failed(format!("sandbox setup failed at {step}: {detail}"))
+                let hint = if step.starts_with("chdir") {
+                    format!(
+                        " (the sandbox runs as uid {}; {} must be accessible to it)",
+                        plan.identity.uid, plan.cwd
+                    )
+                } else {
+                    String::new()
+                };
+                return self
+                    .setup_failed(format!("sandbox setup failed at {step}: {detail}{hint}"));
             }
             Ending::Vanished { wait_status } => {
                 return self.setup_failed(format!(
