@@ -1699,8 +1699,12 @@ fn killing_the_supervisor_kills_the_sandbox() {
             .spawn()
             .expect("spawn supervisor");
         let sup = i32::try_from(child.id()).unwrap();
+        // The sleep itself, not the supervisor's forked child on its way
+        // to exec purple-init (it still carries the supervisor's argv).
         let up = wait_until(Duration::from_secs(10), || {
-            live_with_arg(&marker).iter().any(|&p| p != sup)
+            live_with_arg(&marker)
+                .iter()
+                .any(|&p| p != sup && comm(p) == "sleep")
         });
         let tree: Vec<(i32, u64, String)> = descendants(sup)
             .into_iter()

@@ -156,11 +156,18 @@ fn clear_environment() {
     }
 }
 
-/// Every disposition back to default (ignored signals survive execve, and a
-/// caller could have ignored SIGCHLD), the mask cleared, then the stop
-/// signals blocked so the wait loop reads them from a signalfd.
+/// Every signal the caller ignored back to default (ignored dispositions
+/// survive execve, and a caller could have ignored SIGCHLD), then the stop
+/// signals blocked (the rest unblocked) so the wait loop reads them from a
+/// signalfd.
 fn reset_signals() -> Result<(), HardeningError> {
-    sys::reset_all_signal_dispositions().map_err(sys_err("reset signal dispositions"))?;
+    let ignored = sys::ignored_signals().map_err(sys_err("read ignored signals"))?;
+    sys::set_signal_dispositions(ignored, libc::SIG_DFL)
+        .map_err(sys_err("reset signal dispositions"))?;
+    // purple-init itself ignores SIGPIPE (a caller's closed stderr must not
+    // kill it before it reports); the command gets the default back.
+    sys::set_signal_dispositions([libc::SIGPIPE], libc::SIG_IGN)
+        .map_err(sys_err("ignore SIGPIPE"))?;
     let mut stop = SigSet::empty();
     for s in STOP_SIGNALS {
         stop.add(*s);

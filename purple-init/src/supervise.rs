@@ -57,16 +57,15 @@ pub fn wait(running: Running, timeout: Option<Duration>) -> Result<Ending, Super
             }
             _ => PollTimeout::NONE,
         };
-        let status_flags = if status_open {
-            PollFlags::POLLIN
-        } else {
-            PollFlags::empty()
-        };
-        let mut fds = [
+        // The status pipe leaves the set at EOF: a hung-up pipe would
+        // otherwise report POLLHUP on every call and spin this loop.
+        let mut fds = vec![
             PollFd::new(running.pidfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(running.status.as_fd(), status_flags),
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
         ];
+        if status_open {
+            fds.push(PollFd::new(running.status.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, remaining) {
             Ok(0) => {
                 // Deadline passed: kill the whole sandbox (PID 1 takes every
@@ -84,8 +83,12 @@ pub fn wait(running: Running, timeout: Option<Duration>) -> Result<Ending, Super
                 })
             }
         }
-        let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
-        let (pid1_done, status_ready, signal_ready) = (ready(0), ready(1), ready(2));
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(|fd| fd.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (pid1_done, signal_ready, status_ready) = (ready(0), ready(1), ready(2));
         if status_ready {
             status_open = read_status(&running, &mut message_bytes);
         }

@@ -338,28 +338,31 @@ struct KernelSigaction {
     mask: u64,
 }
 
-/// Sets every signal's disposition (1 to 64, real-time ones included, which
-/// libc's sigaction refuses for the two it reserves) back to `SIG_DFL`.
-/// A caller's ignored signals survive execve; none may reach the sandbox.
-pub fn reset_all_signal_dispositions() -> Result<(), Errno> {
-    let default = KernelSigaction {
-        handler: libc::SIG_DFL,
+/// Sets the disposition of each signal in `signals` (numbers 1 to 64,
+/// real-time ones included, which libc's sigaction refuses for the two it
+/// reserves) to `handler` (`SIG_DFL` or `SIG_IGN`).
+pub fn set_signal_dispositions(
+    signals: impl IntoIterator<Item = i32>,
+    handler: libc::sighandler_t,
+) -> Result<(), Errno> {
+    let action = KernelSigaction {
+        handler,
         flags: 0,
         restorer: 0,
         mask: 0,
     };
-    for signal in 1..=64 {
+    for signal in signals {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: `default` is a valid kernel sigaction with SIG_DFL (no
-        // handler code runs); the old action is not requested; the size is
-        // the kernel's sigset size (8 bytes).
+        // SAFETY: `action` is a valid kernel sigaction with SIG_DFL or
+        // SIG_IGN (no handler code runs); the old action is not requested;
+        // the size is the kernel's sigset size (8 bytes).
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_rt_sigaction,
                 signal,
-                &default as *const KernelSigaction,
+                &action as *const KernelSigaction,
                 std::ptr::null_mut::<KernelSigaction>(),
                 8usize,
             )
@@ -369,4 +372,18 @@ pub fn reset_all_signal_dispositions() -> Result<(), Errno> {
         }
     }
     Ok(())
+}
+
+/// The signals this process ignores, from the `SigIgn` mask of
+/// /proc/self/status. Only ignored dispositions survive execve (handlers
+/// are reset by the kernel), so these are the ones a caller can plant.
+pub fn ignored_signals() -> Result<Vec<i32>, Errno> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .ok_or(Errno::EINVAL)?;
+    Ok((1..=64).filter(|s| mask & (1u64 << (s - 1)) != 0).collect())
 }

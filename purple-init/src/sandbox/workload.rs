@@ -77,9 +77,11 @@ fn prepare(plan: &Plan) -> Result<Prepared, Errno> {
 enum Never {}
 
 fn run(plan: &Plan, prepared: &Prepared) -> Result<Never, (u8, Errno)> {
-    // The command starts with default dispositions and an empty mask
-    // (purple-init blocks its stop signals to read them from a signalfd).
-    sys::reset_all_signal_dispositions().map_err(|e| (2, e))?;
+    // The command starts with default dispositions and an empty mask.
+    // purple-init already reset what the caller ignored; of its own state
+    // only SIGPIPE (ignored) and the blocked stop signals (read from a
+    // signalfd) would survive execve.
+    sys::set_signal_dispositions([libc::SIGPIPE], libc::SIG_DFL).map_err(|e| (2, e))?;
     nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&nix::sys::signal::SigSet::empty()),
