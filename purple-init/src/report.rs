@@ -56,20 +56,34 @@ impl ReportContext<'_> {
                 signal: Some(signal),
                 ..self.base(Outcome::Signaled, 128 + signal)
             },
-            Ending::Reported(ChildMessage::ExecFailed { errno, program }) => {
+            Ending::Reported(ChildMessage::ExecFailed {
+                errno,
+                program,
+                program_exists,
+            }) => {
                 let errno = nix::errno::Errno::from_raw(errno);
-                let (status, code) = if matches!(
+                let not_found = matches!(
                     errno,
                     nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR
-                ) {
-                    (Outcome::NotFound, EXIT_NOT_FOUND)
+                );
+                let (status, code, message) = if not_found && program_exists {
+                    (
+                        Outcome::NotFound,
+                        EXIT_NOT_FOUND,
+                        format!("{program}: its interpreter (#!) or dynamic loader is not in the sandbox"),
+                    )
+                } else if not_found {
+                    (
+                        Outcome::NotFound,
+                        EXIT_NOT_FOUND,
+                        format!("{program}: command not found in the sandbox"),
+                    )
                 } else {
-                    (Outcome::NotExecutable, EXIT_NOT_EXECUTABLE)
-                };
-                let message = if status == Outcome::NotFound {
-                    format!("{program}: command not found in the sandbox")
-                } else {
-                    format!("{program}: cannot execute: {}", errno.desc())
+                    (
+                        Outcome::NotExecutable,
+                        EXIT_NOT_EXECUTABLE,
+                        format!("{program}: cannot execute: {}", errno.desc()),
+                    )
                 };
                 ExitReport {
                     message: Some(message),

@@ -20,6 +20,8 @@ use crate::sys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    #[error("the request did not arrive whole within {REQUEST_DEADLINE_SECS} s")]
+    Stalled,
     #[error("reading the request: {0}")]
     Transport(#[from] TransportError),
     #[error("the request carries {fds} file descriptors but names {mounts} mounts")]
@@ -54,12 +56,27 @@ pub enum RequestError {
     NotEnforced { what: String },
 }
 
-/// Reads one request from the supervisor's socket.
+/// How long purple-init waits for the whole request. The supervisor sends
+/// it at once; a peer that stalls mid-frame must not hold a root process.
+pub const REQUEST_DEADLINE_SECS: i64 = 10;
+
+/// Reads one request from the supervisor's socket, within the deadline.
 pub fn receive(socket: &OwnedFd) -> Result<(SandboxRequest, Vec<OwnedFd>), RequestError> {
-    Ok(protocol::receive_message(
-        socket.as_fd(),
-        MAX_REQUEST_BYTES,
-    )?)
+    let deadline = nix::sys::time::TimeVal::new(REQUEST_DEADLINE_SECS, 0);
+    nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::ReceiveTimeout, &deadline)
+        .map_err(|source| {
+            RequestError::Transport(TransportError::Sys {
+                step: "set receive timeout",
+                source,
+            })
+        })?;
+    protocol::receive_message(socket.as_fd(), MAX_REQUEST_BYTES).map_err(|e| match e {
+        TransportError::Sys {
+            source: nix::errno::Errno::EAGAIN,
+            ..
+        } => RequestError::Stalled,
+        other => RequestError::Transport(other),
+    })
 }
 
 /// Everything the request asks for that this build cannot enforce is refused
@@ -117,6 +134,14 @@ pub fn validate(
                 .join("; "),
         )
     })?;
+    for mount in &request.mounts {
+        purple_common::policy::check_destination(&mount.destination).map_err(|why| {
+            RequestError::BadSource {
+                destination: mount.destination.clone(),
+                why,
+            }
+        })?;
+    }
     if fds.len() != request.mounts.len() {
         return Err(RequestError::FdCountMismatch {
             fds: fds.len(),
@@ -167,6 +192,7 @@ const FORBIDDEN_FILESYSTEMS: &[(i64, &str)] = &[
     (0x6265_6570, "configfs"),
     (0x6573_5543, "fusectl"),
     (0x6165_676c, "pstore"),
+    (0x1980_0202, "mqueue"),
 ];
 
 /// Inspects every attached fd: a directory or regular file, not on a
@@ -178,6 +204,14 @@ pub fn inspect_binds(
     fds: &[OwnedFd],
     caller_uid: u32,
 ) -> Result<Vec<InspectedBind>, RequestError> {
+    // Read once: the host's mount table, to see what lies below each bind.
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| RequestError::Inspect {
+            destination: AbsPath::from_static("/"),
+            step: "read /proc/self/mountinfo",
+            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+    let mountinfo = mountinfo.as_str();
     let workspace = AbsPath::from_static(WORKSPACE_PATH);
     let mut binds = Vec::with_capacity(request.mounts.len());
     for mount in &request.mounts {
@@ -229,6 +263,19 @@ pub fn inspect_binds(
                 ),
             });
         }
+        // The clone is recursive, so whatever is mounted below a bound
+        // directory comes along: none of it may be a forbidden filesystem.
+        if is_dir {
+            if let Some((mount_point, fstype)) = forbidden_submount(fd, mountinfo) {
+                return Err(RequestError::BadSource {
+                    destination,
+                    why: format!(
+                        "{} has the host's {fstype} filesystem mounted below it (at {mount_point}), which would expose the host; bind a directory without it",
+                        mount.source_hint
+                    ),
+                });
+            }
+        }
         // Checked as the caller's real uid. A root caller may bind anything
         // (it could read it anyway); inside, the sandbox's own uid applies.
         let mode = if mount.writable {
@@ -258,6 +305,56 @@ pub fn inspect_binds(
     Ok(binds)
 }
 
+/// The first mount at or below the directory `fd` whose filesystem is on
+/// the forbidden list: `(mount point, filesystem type)`.
+fn forbidden_submount(fd: &OwnedFd, mountinfo: &str) -> Option<(String, String)> {
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    forbidden_below(&path.to_string_lossy(), mountinfo)
+}
+
+/// `forbidden_submount` on a path and mountinfo text (unit-tested).
+fn forbidden_below(dir: &str, mountinfo: &str) -> Option<(String, String)> {
+    let prefix = dir.trim_end_matches('/');
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mount_point = unescape_mountinfo(left.split(' ').nth(4)?);
+        let fstype = right.split(' ').next()?;
+        let below = mount_point == dir
+            || prefix.is_empty()
+            || mount_point
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'));
+        let forbidden = FORBIDDEN_FILESYSTEMS
+            .iter()
+            .any(|(_, name)| *name == fstype);
+        (below && forbidden).then(|| (mount_point, fstype.to_owned()))
+    })
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +371,32 @@ mod tests {
 
     fn check(req: &SandboxRequest) -> Result<(), RequestError> {
         validate(req, &[], &AdminConfig::default(), "/etc/purple/purple.toml")
+    }
+
+    const MOUNTINFO: &str = "\
+22 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+23 22 0:5 / /proc rw,nosuid - proc proc rw
+24 22 0:6 / /home/me rw - ext4 /dev/vdb rw
+25 24 0:7 / /home/me/my\\040proc rw - proc proc rw
+26 22 0:8 / /srv rw - tmpfs tmpfs rw
+";
+
+    #[test]
+    fn pseudo_filesystems_below_a_bind_are_found() {
+        assert_eq!(
+            forbidden_below("/", MOUNTINFO),
+            Some(("/proc".into(), "proc".into()))
+        );
+        assert_eq!(
+            forbidden_below("/home", MOUNTINFO),
+            Some(("/home/me/my proc".into(), "proc".into()))
+        );
+        assert_eq!(forbidden_below("/srv", MOUNTINFO), None);
+        assert_eq!(forbidden_below("/pro", MOUNTINFO), None);
+        assert_eq!(
+            forbidden_below("/proc", MOUNTINFO),
+            Some(("/proc".into(), "proc".into()))
+        );
     }
 
     #[test]
@@ -310,6 +433,23 @@ mod tests {
             check(&req),
             Err(RequestError::FdCountMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn mount_destinations_are_rechecked() {
+        for dest in ["/", "/proc", "/proc/sys", "/dev", "/dev/x"] {
+            let mut req = request(&["true"]);
+            req.mounts.push(MountRequest {
+                fd_index: 0,
+                destination: dest.parse().unwrap_or_else(|_| unreachable!()),
+                writable: false,
+                source_hint: "/x".into(),
+            });
+            assert!(
+                matches!(check(&req), Err(RequestError::BadSource { .. })),
+                "{dest}"
+            );
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use clap::Parser;
 use purple_common::policy::parse::policy_to_toml;
 use purple_common::policy::Policy;
 use purple_common::protocol::SandboxRequest;
-use purple_common::report::{ExitReport, Outcome, EXIT_PURPLE_FAILED};
+use purple_common::report::{ExitReport, Outcome, EXIT_PURPLE_FAILED, REPORT_SCHEMA_VERSION};
 
 use crate::cli::{Cli, Command, PolicyCommand, RunArgs};
 
@@ -58,12 +58,26 @@ fn main() -> ExitCode {
 
 /// Purple's own failures: one line on stderr (one per policy error), exit 125.
 fn fail(e: &anyhow::Error) -> ExitCode {
-    let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
     // A policy with several errors gives one line per error, each complete.
-    for line in chain.join(": ").lines() {
+    for line in error_text(e).lines() {
         eprintln!("purple: {line}");
     }
     ExitCode::from(EXIT_PURPLE_FAILED as u8)
+}
+
+/// The error and its causes in one string. Errors that embed their cause
+/// in their own message would otherwise print it twice.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain().map(ToString::to_string) {
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn ensure_standard_fds_open() -> anyhow::Result<()> {
@@ -93,7 +107,34 @@ fn show_policy(path: Option<&std::path::Path>) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `run`, with the report written on every ending once the command line
+/// is parsed, a refusal by the supervisor itself included.
 fn run(args: &RunArgs) -> anyhow::Result<i32> {
+    match run_sandbox(args) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            if let Some(path) = &args.report {
+                let report = ExitReport {
+                    schema_version: REPORT_SCHEMA_VERSION,
+                    sandbox_id: uuid::Uuid::new_v4().to_string(),
+                    command: args.command.clone(),
+                    status: Outcome::Refused,
+                    exit_code: EXIT_PURPLE_FAILED,
+                    signal: None,
+                    wall_time_ms: 0,
+                    message: Some(error_text(&e).replace('\n', "; ")),
+                    isolation: None,
+                };
+                if let Err(write_error) = write_report(path, &report) {
+                    return Err(e.context(write_error.to_string()));
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+fn run_sandbox(args: &RunArgs) -> anyhow::Result<i32> {
     // Step 1: the effective policy, validated, before anything is opened.
     let policy = policy_args::effective_policy(args)?;
     // Step 2: host paths opened as the user; init receives only the fds.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use purple_common::policy::parse::{format_diagnostics, parse_policy};
+use purple_common::policy::parse::{format_diagnostics, parse_policy_bytes};
 use purple_common::policy::{NetworkMode, Policy};
 use purple_common::values::EnvName;
 
@@ -35,16 +35,16 @@ pub fn load_file(path: &Path) -> Result<Policy, PolicyArgsError> {
         path: path.display().to_string(),
         source,
     };
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_POLICY_BYTES + 1).read_to_string(&mut text))
+        .and_then(|f| f.take(MAX_POLICY_BYTES + 1).read_to_end(&mut bytes))
         .map_err(read_err)?;
-    if text.len() as u64 > MAX_POLICY_BYTES {
+    if bytes.len() as u64 > MAX_POLICY_BYTES {
         return Err(PolicyArgsError::TooLarge {
             path: path.display().to_string(),
         });
     }
-    parse_policy(&text).map_err(|diags| {
+    parse_policy_bytes(&bytes).map_err(|diags| {
         PolicyArgsError::Invalid(
             format_diagnostics(&path.display().to_string(), &diags)
                 .trim_end()

@@ -43,7 +43,11 @@ pub fn require_root(test: &str) -> bool {
 /// target/debug (or whichever profile built the tests).
 pub fn build_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_owned();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned();
     for bin in ["purple-supervisor", "purple-init"] {
         assert!(
             dir.join(bin).is_file(),
@@ -67,8 +71,16 @@ fn setuid_dir() -> &'static Path {
             std::fs::copy(build_dir().join(bin), &to).unwrap();
             chown(&to, Some(0), Some(0)).unwrap();
         }
-        std::fs::set_permissions(dir.join("purple-init"), std::fs::Permissions::from_mode(0o4755)).unwrap();
-        std::fs::set_permissions(dir.join("purple-supervisor"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            dir.join("purple-init"),
+            std::fs::Permissions::from_mode(0o4755),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            dir.join("purple-supervisor"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         SETUID_DIR_FOR_CLEANUP.get_or_init(|| dir.clone());
         // SAFETY: registering a plain extern "C" function with atexit.
         unsafe { libc::atexit(remove_setuid_dir) };
@@ -136,7 +148,11 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    caller.command(args).stdin(Stdio::null()).output().expect("spawn purple-supervisor")
+    caller
+        .command(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn purple-supervisor")
 }
 
 /// Runs `sh -c SCRIPT` in a default sandbox as `caller`.
@@ -153,7 +169,12 @@ pub fn sandbox_sh_stdin(caller: Caller, script: &str, stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn purple-supervisor");
-    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
     child.wait_with_output().expect("wait")
 }
 
@@ -179,7 +200,10 @@ pub fn ok_stdout(out: &Output) -> String {
 
 /// A temporary directory owned by `uid:gid` (mode 0700), removed on drop.
 pub fn private_dir(uid: u32, gid: u32) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("purple-test-").tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("purple-test-")
+        .tempdir()
+        .expect("tempdir");
     chown(dir.path(), Some(uid), Some(gid)).expect("chown");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
     dir

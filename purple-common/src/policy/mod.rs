@@ -525,7 +525,9 @@ impl fmt::Display for PolicyProblem {
 /// Sandbox paths that Purple builds itself; nothing may be bound over them.
 pub const RESERVED_DESTINATIONS: &[&str] = &["/proc", "/dev"];
 
-fn check_destination(dest: &AbsPath) -> Result<(), String> {
+/// Where a bind or tmpfs may go: not the root, not inside what Purple
+/// builds itself. purple-init applies it again to every mount it receives.
+pub fn check_destination(dest: &AbsPath) -> Result<(), String> {
     if dest.is_root() {
         return Err("cannot replace the sandbox's root directory".into());
     }

@@ -53,9 +53,9 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    /// A diagnostic at byte `offset` of `source`.
-    fn at(source: &str, offset: usize, message: String) -> Diagnostic {
-        let (line, column) = line_column(source, offset);
+    /// A diagnostic at byte `offset` of the indexed source.
+    fn at(index: &LineIndex<'_>, offset: usize, message: String) -> Diagnostic {
+        let (line, column) = index.locate(offset);
         Diagnostic {
             line,
             column,
@@ -83,16 +83,65 @@ pub fn format_diagnostics(file: &str, diags: &[Diagnostic]) -> String {
 }
 
 /// 1-based line and character column of byte `offset` in `source`.
+#[cfg(test)]
 fn line_column(source: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(source.len());
-    while !source.is_char_boundary(offset) {
-        offset -= 1;
+    LineIndex::new(source).locate(offset)
+}
+
+/// Byte offsets of line starts, so that each diagnostic costs a binary
+/// search and one line's worth of characters, not a scan of the file (a
+/// hostile file can carry a hundred thousand errors).
+struct LineIndex<'a> {
+    source: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    fn new(source: &'a str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { source, starts }
     }
-    let before = source.get(..offset).unwrap_or("");
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = before.matches('\n').count() + 1;
-    let column = before.get(line_start..).unwrap_or("").chars().count() + 1;
-    (line, column)
+
+    fn locate(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.source.len());
+        while !self.source.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&start| start <= offset);
+        let line_start = self
+            .starts
+            .get(line.saturating_sub(1))
+            .copied()
+            .unwrap_or(0);
+        let column = self
+            .source
+            .get(line_start..offset)
+            .unwrap_or("")
+            .chars()
+            .count()
+            + 1;
+        (line, column)
+    }
+}
+
+/// Parses a policy file's raw bytes: invalid UTF-8 is reported at the
+/// line and column where it starts, like any other problem in the file.
+pub fn parse_policy_bytes(bytes: &[u8]) -> Result<Policy, Vec<Diagnostic>> {
+    match std::str::from_utf8(bytes) {
+        Ok(source) => parse_policy(source),
+        Err(e) => {
+            let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or("");
+            let bad = bytes.get(e.valid_up_to()).copied().unwrap_or(0);
+            let index = LineIndex::new(valid);
+            Err(vec![Diagnostic::at(
+                &index,
+                valid.len(),
+                format!("the file is not valid UTF-8 (byte 0x{bad:02x}); TOML files are UTF-8"),
+            )])
+        }
+    }
 }
 
 /// Parses a policy file. Keys that are absent keep their value from
@@ -105,7 +154,11 @@ pub fn parse_policy(source: &str) -> Result<Policy, Vec<Diagnostic>> {
         Err(e) => {
             let offset = e.span().map_or(0, |s| s.start);
             let message = format!("invalid TOML: {}", e.message().trim_end());
-            return Err(vec![Diagnostic::at(source, offset, message)]);
+            return Err(vec![Diagnostic::at(
+                &LineIndex::new(source),
+                offset,
+                message,
+            )]);
         }
     };
     let mut walker = Walker::default();
@@ -639,9 +692,10 @@ impl Walker {
     fn into_diagnostics(mut self, source: &str) -> Vec<Diagnostic> {
         self.errors.sort_by_key(|(span, _)| span.start);
         self.errors.dedup();
+        let index = LineIndex::new(source);
         self.errors
             .into_iter()
-            .map(|(span, message)| Diagnostic::at(source, span.start, message))
+            .map(|(span, message)| Diagnostic::at(&index, span.start, message))
             .collect()
     }
 }
@@ -1216,6 +1270,16 @@ add = ["CAP_FLY"]
             "[network]\nmode = \"filterd\"\nallow_out = [\"tcp:443\"]\n",
             &[(2, 8, "unknown network mode \"filterd\"")],
         );
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        let diags = parse_policy_bytes(b"[env]\nNAME = \"caf\xe9\"\n")
+            .err()
+            .unwrap_or_default();
+        assert_eq!(diags.len(), 1);
+        assert_eq!((diags[0].line, diags[0].column), (2, 12));
+        assert!(diags[0].message.contains("0xe9"));
     }
 
     #[test]

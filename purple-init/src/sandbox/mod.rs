@@ -39,10 +39,23 @@ pub const NAMESPACES: &[(u64, &str)] = &[
 /// PIPE_BUF), so it arrives whole.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChildMessage {
-    SetupFailed { step: String, detail: String },
-    ExecFailed { errno: i32, program: String },
-    Exited { code: i32 },
-    Signaled { signal: i32 },
+    SetupFailed {
+        step: String,
+        detail: String,
+    },
+    /// execve failed; `program_exists` when the file is there but its
+    /// interpreter or loader is not.
+    ExecFailed {
+        errno: i32,
+        program: String,
+        program_exists: bool,
+    },
+    Exited {
+        code: i32,
+    },
+    Signaled {
+        signal: i32,
+    },
 }
 
 /// Frames on the status pipe stay below PIPE_BUF so writes are atomic.
@@ -56,9 +69,14 @@ impl ChildMessage {
                 step: truncate(step, 256),
                 detail: truncate(detail, 1024),
             },
-            ChildMessage::ExecFailed { errno, program } => ChildMessage::ExecFailed {
+            ChildMessage::ExecFailed {
+                errno,
+                program,
+                program_exists,
+            } => ChildMessage::ExecFailed {
                 errno: *errno,
                 program: truncate(program, 1024),
+                program_exists: *program_exists,
             },
             other => other.clone(),
         };

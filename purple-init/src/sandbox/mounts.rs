@@ -44,6 +44,9 @@ pub fn open_beneath(root: BorrowedFd<'_>, path: &AbsPath) -> MountResult<OwnedFd
 /// Mounts come parents first, so the parent usually exists: try that in
 /// three calls before walking component by component.
 pub fn ensure_dir(root: BorrowedFd<'_>, path: &AbsPath) -> MountResult<OwnedFd> {
+    if path.is_root() {
+        return open_dir(root, path);
+    }
     if let Some((parent, name)) = split_parent(path) {
         if let Ok(parent_fd) = open_dir(root, &parent) {
             return make_child_dir(&parent_fd, name, path);

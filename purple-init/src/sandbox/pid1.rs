@@ -39,9 +39,10 @@ pub fn run(plan: &Plan, status: OwnedFd) -> ! {
     // workload sends the failed step and the errno first.
     if let Some((step, errno)) = read_exec_error(&exec_read) {
         let message = match step {
-            0 => ChildMessage::ExecFailed {
+            0 | workload::STEP_LOADER_MISSING => ChildMessage::ExecFailed {
                 errno,
                 program: plan.argv.first().cloned().unwrap_or_default(),
+                program_exists: step == workload::STEP_LOADER_MISSING,
             },
             _ => ChildMessage::SetupFailed {
                 step: workload::STEPS

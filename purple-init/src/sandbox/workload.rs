@@ -23,8 +23,12 @@ pub const STEPS: &[&str] = &[
     "close inherited descriptors",
     "restrict capabilities",
     "set no_new_privs",
+    "execve: the program exists, but its interpreter or dynamic loader does not",
 ];
 const STEP_EXEC: u8 = 0;
+/// execve said ENOENT for a program that exists: its `#!` interpreter or
+/// its ELF loader is missing in the sandbox.
+pub const STEP_LOADER_MISSING: u8 = 8;
 
 /// Runs in the forked workload process; never returns. On failure the step
 /// and errno go to PID 1 through `exec_error`, and the process exits 127
@@ -97,7 +101,7 @@ fn run(plan: &Plan, prepared: &Prepared) -> Result<Never, (u8, Errno)> {
     restrict_capabilities(&plan.kept_capabilities, plan.ambient_capabilities)
         .map_err(|e| (6, e))?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| (7, e))?;
-    execute(prepared).map_err(|e| (STEP_EXEC, e))
+    execute(prepared)
 }
 
 /// Cuts every capability set to `kept`: bounding first (it needs
@@ -143,8 +147,8 @@ fn to_caps(cap: Capability) -> Option<caps::Capability> {
 
 /// execve with a PATH search done here, against the sandbox's PATH (libc's
 /// execvpe would read this process's own, empty, environment).
-fn execute(prepared: &Prepared) -> Result<Never, Errno> {
-    let program = prepared.argv.first().ok_or(Errno::ENOENT)?;
+fn execute(prepared: &Prepared) -> Result<Never, (u8, Errno)> {
+    let program = prepared.argv.first().ok_or((STEP_EXEC, Errno::ENOENT))?;
     let name = program.to_bytes();
     if name.contains(&b'/') {
         return Err(exec_one(program, prepared));
@@ -159,22 +163,34 @@ fn execute(prepared: &Prepared) -> Result<Never, Errno> {
             continue;
         };
         match exec_one(&candidate, prepared) {
-            Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ELOOP | Errno::ENAMETOOLONG => {
-            }
-            Errno::EACCES => saw_eacces = true,
+            (
+                STEP_EXEC,
+                Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ELOOP | Errno::ENAMETOOLONG,
+            ) => {}
+            (STEP_EXEC, Errno::EACCES) => saw_eacces = true,
             other => return Err(other),
         }
     }
-    Err(if saw_eacces {
-        Errno::EACCES
-    } else {
-        Errno::ENOENT
-    })
+    Err((
+        STEP_EXEC,
+        if saw_eacces {
+            Errno::EACCES
+        } else {
+            Errno::ENOENT
+        },
+    ))
 }
 
-fn exec_one(path: &CString, prepared: &Prepared) -> Errno {
-    match nix::unistd::execve(path, &prepared.argv, &prepared.env) {
+fn exec_one(path: &CString, prepared: &Prepared) -> (u8, Errno) {
+    let errno = match nix::unistd::execve(path, &prepared.argv, &prepared.env) {
         Ok(never) => match never {},
         Err(errno) => errno,
+    };
+    if errno == Errno::ENOENT
+        && nix::sys::stat::stat(path.as_c_str())
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+    {
+        return (STEP_LOADER_MISSING, errno);
     }
+    (STEP_EXEC, errno)
 }
