@@ -26,8 +26,21 @@ pub enum CodecError {
     TrailingBytes(usize),
     #[error("cannot encode message: {0}")]
     Encode(#[from] bincode::error::EncodeError),
-    #[error("malformed message: {0}")]
+    #[error("malformed message: {}", describe_decode_error(.0))]
     Decode(#[from] bincode::error::DecodeError),
+}
+
+/// bincode's errors print as Rust debug structures; say it in words.
+fn describe_decode_error(e: &bincode::error::DecodeError) -> String {
+    use bincode::error::DecodeError;
+    match e {
+        DecodeError::UnexpectedEnd { .. } => "the payload ends before the message does".into(),
+        DecodeError::LimitExceeded => "the payload claims more data than allowed".into(),
+        DecodeError::Utf8 { .. } => "a string is not valid UTF-8".into(),
+        DecodeError::UnexpectedVariant { .. } => "an unknown enum variant".into(),
+        DecodeError::OtherString(s) => s.clone(),
+        other => format!("{other}"),
+    }
 }
 
 /// The parsed fixed header of a frame.

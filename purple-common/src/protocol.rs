@@ -153,6 +153,10 @@ pub fn receive_message<T: DeserializeOwned>(
                 }
             }
         }
+        // Counted over every recvmsg: several sends must not add up to more.
+        if fds.len() > MAX_REQUEST_FDS {
+            return Err(TransportError::TooManyFds);
+        }
         if truncated {
             return Err(TransportError::ControlTruncated);
         }
