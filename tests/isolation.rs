@@ -2275,3 +2275,31 @@ fn python_shell_and_coreutils_work() {
         assert_eq!(field(&text, "date"), Some("5"), "{c:?}\n{}", show(&out));
     });
 }
+
+#[test]
+fn doctor_reports_the_host_and_the_guarantees() {
+    if !require_root("doctor_reports_the_host_and_the_guarantees") {
+        return;
+    }
+    for_each_caller(|c| {
+        let out = purple(c, ["doctor"]);
+        let text = ok_stdout(&out);
+        for expected in [
+            "user namespaces",
+            "purple-init",
+            "Guarantees of this build",
+            "can run sandboxes",
+        ] {
+            assert!(
+                text.contains(expected),
+                "{c:?}: doctor output lacks {expected:?}:\n{text}"
+            );
+        }
+        if c == Caller::User {
+            assert!(
+                text.contains("(setuid root)"),
+                "{c:?}: setuid copy not recognised:\n{text}"
+            );
+        }
+    });
+}
