@@ -2303,3 +2303,50 @@ fn doctor_reports_the_host_and_the_guarantees() {
         }
     });
 }
+
+/// A clone of a shared host mount must not stay in the host's peer group:
+/// a bind nested inside it would otherwise propagate back onto the host and
+/// stay there after the sandbox (a caller could cover /etc/shadow). The
+/// host side is simulated inside a private mount namespace of the test's
+/// own (`unshare -m`), where `/` is made shared as systemd does.
+#[test]
+fn nested_binds_do_not_propagate_to_the_host() {
+    if !require_root("nested_binds_do_not_propagate_to_the_host") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("purple-propagation-")
+        .tempdir()
+        .unwrap();
+    let base = dir.path().display().to_string();
+    std::fs::create_dir_all(dir.path().join("shared")).unwrap();
+    std::fs::create_dir_all(dir.path().join("inner")).unwrap();
+    std::fs::write(dir.path().join("inner/marker"), "x").unwrap();
+    let supervisor = Caller::Root.supervisor().display().to_string();
+    let script = format!(
+        "set -e; mount --make-rshared /; mount -t tmpfs tmpfs {base}/shared; mkdir {base}/shared/sub; \
+         mount --make-shared {base}/shared; \
+         {supervisor} run --ro-bind {base}/shared:/h --ro-bind {base}/inner:/h/sub -- ls /h/sub; \
+         echo MOUNTS; grep -c ' {base}/shared/sub ' /proc/self/mountinfo || true"
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("unshare");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", show(&out));
+    let (inside, mounts) = text.split_once("MOUNTS").unwrap_or((&text, ""));
+    assert_eq!(
+        inside.trim(),
+        "marker",
+        "the nested bind did not work inside:\n{}",
+        show(&out)
+    );
+    assert_eq!(
+        mounts.trim(),
+        "0",
+        "the nested bind propagated to the (simulated) host:\n{}",
+        show(&out)
+    );
+}

@@ -193,7 +193,10 @@ fn clone_bind_trees(plan: &plan::Plan, fds: &[OwnedFd]) -> Result<Vec<OwnedFd>, 
             attrs |= libc::MOUNT_ATTR_RDONLY;
         }
         let recursive = libc::AT_EMPTY_PATH as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
-        sys::mount_setattr(tree.as_fd(), "", recursive, attrs, 0, 0)
+        // Private propagation: a clone of a shared mount stays in its peer
+        // group, so anything later mounted inside the tree (a nested bind)
+        // would propagate back to the host's own mount.
+        sys::mount_setattr(tree.as_fd(), "", recursive, attrs, 0, libc::MS_PRIVATE)
             .map_err(err("mount_setattr"))?;
         if let Some(slot) = trees.get_mut(*fd_index) {
             *slot = Some(tree);

@@ -102,6 +102,9 @@ fn set_up(plan: &Plan, trees: &[OwnedFd], sync: &OwnedFd) -> Result<(), StepErro
     // proc must be mounted while the host's /proc is still visible in this
     // mount namespace (the kernel's mount_too_revealing check).
     build_proc(root.as_fd())?;
+    // Again, over the finished tree: every mount in it, however it got
+    // there, must be private before anything else can happen in it.
+    make_tree_private(root.as_fd())?;
     make_read_only(root.as_fd(), "/")?;
     pivot_into(root)?;
     set_hostname(&plan.hostname)?;
@@ -159,6 +162,18 @@ fn make_mounts_private() -> Result<(), StepError> {
         libc::MS_PRIVATE,
     )
     .map_err(step_err("make mounts private"))
+}
+
+fn make_tree_private(root: std::os::fd::BorrowedFd<'_>) -> Result<(), StepError> {
+    sys::mount_setattr(
+        root,
+        "",
+        (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+        0,
+        0,
+        libc::MS_PRIVATE,
+    )
+    .map_err(step_err("make the new root private"))
 }
 
 /// Mounts the new root (a small tmpfs) on /tmp of the old tree and returns
