@@ -2350,3 +2350,61 @@ fn nested_binds_do_not_propagate_to_the_host() {
         show(&out)
     );
 }
+
+/// Keyrings are not namespaced: the caller's session keyring (where tokens
+/// and Kerberos tickets live) must not be reachable from the sandbox.
+#[test]
+fn callers_session_keyring_is_unreachable() {
+    if !require_root("callers_session_keyring_is_unreachable") {
+        return;
+    }
+    const SCRIPT: &str = r#"
+import ctypes, os, sys, platform
+libc = ctypes.CDLL(None, use_errno=True)
+ADD_KEY, KEYCTL = {"x86_64": (248, 250), "aarch64": (217, 219)}[platform.machine()]
+libc.syscall.restype = ctypes.c_long
+if sys.argv[1] == "host":
+    assert libc.syscall(KEYCTL, 1, None) >= 0  # a fresh session keyring for this run only
+    key = libc.syscall(ADD_KEY, b"user", b"purple-test-secret", b"TOPSECRET", 9, ctypes.c_long(-3))
+    assert key >= 0, ctypes.get_errno()
+    os.execv(sys.argv[2], sys.argv[2:])
+else:
+    found = libc.syscall(KEYCTL, 10, ctypes.c_long(-3), b"user", b"purple-test-secret", 0)
+    print("found" if found >= 0 else "absent")
+"#;
+    let dir = tempfile::Builder::new()
+        .prefix("purple-keyring-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = dir.path().join("keys.py");
+    std::fs::write(&script, SCRIPT).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for_each_caller(|c| {
+        let bind = format!("{}:/keys.py", script.display());
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script).arg("host").arg(c.supervisor());
+        cmd.args([
+            "run",
+            "--ro-bind",
+            &bind,
+            "--",
+            "python3",
+            "/keys.py",
+            "inside",
+        ]);
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir("/");
+        if c == Caller::User {
+            cmd.uid(TEST_UID).gid(TEST_GID);
+        }
+        let out = cmd.stdin(Stdio::null()).output().expect("python3");
+        assert_eq!(
+            ok_stdout(&out).trim(),
+            "absent",
+            "{c:?}: the caller's key was visible:\n{}",
+            show(&out)
+        );
+    });
+}

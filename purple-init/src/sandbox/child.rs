@@ -91,6 +91,9 @@ fn set_up(plan: &Plan, trees: &[OwnedFd], sync: &OwnedFd) -> Result<(), StepErro
     // Switch to the mapped ids now, keeping this namespace's capabilities,
     // so nothing below runs as host root (kuid 0) on host files.
     become_sandbox_identity(plan)?;
+    // Keyrings are not namespaced: without this the command could read and
+    // plant keys in the caller's session keyring (tokens, Kerberos tickets).
+    join_new_session_keyring()?;
     // Before the first mount: nothing done below may propagate to the host.
     make_mounts_private()?;
     let root = mount_new_root()?;
@@ -150,6 +153,23 @@ fn become_sandbox_identity(plan: &Plan) -> Result<(), StepError> {
         detail: e.to_string(),
     })?;
     nix::sys::prctl::set_keepcaps(false).map_err(step_err("prctl PR_SET_KEEPCAPS"))
+}
+
+fn join_new_session_keyring() -> Result<(), StepError> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl with a NULL name joins a new anonymous session keyring;
+    // no pointer is dereferenced.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if ret < 0 {
+        return Err(step_err("join a new session keyring")(Errno::last()));
+    }
+    Ok(())
 }
 
 fn make_mounts_private() -> Result<(), StepError> {
