@@ -2408,3 +2408,83 @@ else:
         );
     });
 }
+
+/// A tty on stdin that is nobody's controlling terminal (a harness that
+/// opens a pty without a new session) can be made the command's own with
+/// setsid + TIOCSCTTY; TIOCSTI on it must still fail, as must the same
+/// request with high bits set and any x32-ABI syscall.
+#[test]
+fn terminal_injection_is_refused_even_on_a_sessionless_tty() {
+    if !require_root("terminal_injection_is_refused_even_on_a_sessionless_tty") {
+        return;
+    }
+    const INSIDE: &str = r#"
+import ctypes, fcntl, os, termios
+libc = ctypes.CDLL(None, use_errno=True)
+os.setsid()
+try:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    print("ctty ok")
+except OSError as e:
+    print("ctty", e.errno)
+for request in (termios.TIOCSTI, termios.TIOCSTI | (1 << 32)):
+    r = libc.ioctl(0, ctypes.c_ulong(request), b"X")
+    print("sti", r, ctypes.get_errno())
+r = libc.syscall(ctypes.c_long(0x40000000 | 39))
+print("x32", r, ctypes.get_errno())
+"#;
+    for_each_caller(|c| {
+        let host = format!(
+            r#"
+import os, pty, subprocess, sys, select
+master, slave = pty.openpty()
+p = subprocess.run([{sup:?}, "run", "--", "python3", "-c", {inside:?}], stdin=slave, capture_output=True, start_new_session=False)
+os.close(slave)
+got = b""
+while select.select([master], [], [], 0.2)[0]:
+    try:
+        chunk = os.read(master, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    got += chunk
+print(p.stdout.decode(), end="")
+print("injected" if b"X" in got else "clean")
+"#,
+            sup = c.supervisor().display().to_string(),
+            inside = INSIDE,
+        );
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", &host])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir("/");
+        if c == Caller::User {
+            cmd.uid(TEST_UID).gid(TEST_GID);
+        }
+        let out = cmd.stdin(Stdio::null()).output().expect("python3");
+        let text = ok_stdout(&out);
+        assert!(
+            text.trim_end().ends_with("clean"),
+            "{c:?}: keystrokes reached the tty:\n{}",
+            show(&out)
+        );
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("sti ") || l.starts_with("x32 "))
+        {
+            assert!(
+                line.ends_with(" -1 1"),
+                "{c:?}: expected EPERM, got {line:?}\n{}",
+                show(&out)
+            );
+        }
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("sti ")).count(),
+            2,
+            "{}",
+            show(&out)
+        );
+    });
+}

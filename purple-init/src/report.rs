@@ -227,7 +227,9 @@ fn isolation(plan: &Plan, policy: &Policy) -> Isolation {
         capabilities,
         new_session: true,
         timeout_ms: plan.timeout_ms,
-        seccomp: "not applied: the syscall filter is not part of this version".into(),
+        seccomp: "minimal filter: ioctl TIOCSTI and TIOCLINUX, and every syscall of a foreign ABI (i386, x32), \
+                  refused with EPERM; the default-deny profile is not part of this version"
+            .into(),
         landlock: match policy.landlock.mode {
             LandlockMode::Off => "off (policy)".into(),
             _ => "not applied: best-effort, and Landlock is not part of this version".into(),

@@ -159,7 +159,11 @@ const GUARANTEES: &[(&str, bool)] = &[
     ),
     ("loopback-only network", true),
     ("wall-clock timeout (--timeout)", true),
-    ("seccomp syscall filter", false),
+    (
+        "seccomp: terminal injection (TIOCSTI, TIOCLINUX) and foreign ABIs (i386, x32) refused",
+        true,
+    ),
+    ("seccomp: default-deny syscall profile", false),
     ("Landlock filesystem rules", false),
     (
         "cgroup limits: --memory, --pids, --cpus (refused until enforced)",

@@ -8,6 +8,7 @@
 pub mod child;
 mod mounts;
 mod pid1;
+pub mod syscall_filter;
 mod workload;
 
 use std::io::Write;

@@ -24,6 +24,7 @@ pub const STEPS: &[&str] = &[
     "restrict capabilities",
     "set no_new_privs",
     "execve: the program exists, but its interpreter or dynamic loader does not",
+    "install the seccomp filter",
 ];
 const STEP_EXEC: u8 = 0;
 /// execve said ENOENT for a program that exists: its `#!` interpreter or
@@ -53,6 +54,7 @@ pub fn exec(plan: &Plan, exec_error: OwnedFd) -> ! {
 }
 
 struct Prepared {
+    filter: seccompiler::BpfProgram,
     argv: Vec<CString>,
     env: Vec<CString>,
     search_path: Vec<String>,
@@ -67,7 +69,9 @@ fn prepare(plan: &Plan) -> Result<Prepared, Errno> {
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or("/usr/bin:/bin");
+    let filter = super::syscall_filter::compile().map_err(|_| Errno::EINVAL)?;
     Ok(Prepared {
+        filter,
         argv,
         env,
         search_path: path
@@ -101,6 +105,8 @@ fn run(plan: &Plan, prepared: &Prepared) -> Result<Never, (u8, Errno)> {
     restrict_capabilities(&plan.kept_capabilities, plan.ambient_capabilities)
         .map_err(|e| (6, e))?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| (7, e))?;
+    // Last, so that nothing Purple itself does runs under the filter.
+    super::syscall_filter::apply(&prepared.filter).map_err(|e| (9, e))?;
     execute(prepared)
 }
 
