@@ -3146,3 +3146,78 @@ fn report_is_written_when_the_supervisor_refuses() {
     drop(dir);
     assert_nothing_left(&b, "report on refusal");
 }
+
+/// The caller's fds 0-2 become the command's: a directory (walk the host
+/// tree with openat(0, "..")), a /proc file (another process's memory) or a
+/// network socket (a network outside the sandbox) must be refused.
+#[test]
+fn dangerous_standard_streams_are_refused() {
+    if !require_root("dangerous_standard_streams_are_refused") {
+        return;
+    }
+    let b = before();
+    for caller in Caller::BOTH {
+        let sup = caller.supervisor().display().to_string();
+        let cases = [
+            (
+                "directory",
+                format!("exec {sup} run -- true < /tmp"),
+                "is a directory",
+            ),
+            (
+                "proc file",
+                format!("exec {sup} run -- true < /proc/self/status"),
+                "proc filesystem",
+            ),
+        ];
+        for (name, script, needle) in cases {
+            let mut cmd = Command::new("/bin/bash");
+            cmd.args(["-c", &script])
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .current_dir("/");
+            if caller == Caller::User {
+                cmd.uid(TEST_UID).gid(TEST_GID);
+            }
+            let what = format!("{caller:?}: {name}");
+            let out = run_bounded(cmd, &what, Duration::from_secs(20));
+            assert_code(&out, EXIT_PURPLE, &what);
+            one_purple_line(&out, &[needle, "standard"], &what);
+        }
+        let python_cases = [
+            (
+                "inet socket as stdin",
+                "import socket\nfd = socket.socket()",
+                "network socket",
+            ),
+            (
+                "O_PATH descriptor as stdout",
+                "import os\nfd = os.open('/tmp', os.O_PATH)",
+                "O_PATH",
+            ),
+        ];
+        for (name, setup, needle) in python_cases {
+            let stream = if name.contains("stdout") {
+                "stdout"
+            } else {
+                "stdin"
+            };
+            let script = format!(
+                "{setup}\nimport subprocess, sys\nr = subprocess.run([{sup:?}, 'run', '--', 'true'], {stream}=fd, stderr=subprocess.PIPE)\nsys.stderr.write(r.stderr.decode())\nsys.exit(r.returncode)"
+            );
+            let mut cmd = Command::new("python3");
+            cmd.args(["-c", &script])
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .current_dir("/");
+            if caller == Caller::User {
+                cmd.uid(TEST_UID).gid(TEST_GID);
+            }
+            let what = format!("{caller:?}: {name}");
+            let out = run_bounded(cmd, &what, Duration::from_secs(20));
+            assert_code(&out, EXIT_PURPLE, &what);
+            one_purple_line(&out, &[needle], &what);
+        }
+    }
+    assert_nothing_left(&b, "standard streams");
+}

@@ -78,6 +78,9 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
     if let Err(e) = request::validate(&request, &fds, &admin, &config_path.to_string_lossy()) {
         return ctx.refused(e.to_string());
     }
+    if let Err(e) = request::check_standard_streams() {
+        return ctx.refused(e.to_string());
+    }
     // Step 4: inspect every fd as the caller before it can become a mount.
     let binds = match request::inspect_binds(&request, &fds, state.real_uid) {
         Ok(b) => b,

@@ -52,6 +52,12 @@ pub enum RequestError {
     },
     #[error("capability {cap} is not allowed: it is not on the safe list, and the admin config ({config}) does not list it in [capabilities] allow_extra")]
     CapabilityNotAllowed { cap: Capability, config: String },
+    #[error("{stream} (fd {fd}) is {what}; Purple hands the command only terminals, pipes, regular files and unix sockets as standard streams, because anything else could reach past the sandbox")]
+    BadStandardStream {
+        stream: &'static str,
+        fd: i32,
+        what: String,
+    },
     #[error("{what} is not enforced by this version of Purple yet; refusing rather than running without it")]
     NotEnforced { what: String },
 }
@@ -303,6 +309,66 @@ pub fn inspect_binds(
         });
     }
     Ok(binds)
+}
+
+/// The caller's fds 0-2 become the command's. A directory or O_PATH fd
+/// there would let the command walk the host tree (`openat(0, "..")`), an
+/// inet socket would be a network outside the sandbox's namespace, a
+/// /proc file another process's memory: only what a standard stream is for
+/// passes.
+pub fn check_standard_streams() -> Result<(), RequestError> {
+    for (fd, stream) in [
+        (0, "standard input"),
+        (1, "standard output"),
+        (2, "standard error"),
+    ] {
+        let refuse = |what: String| Err(RequestError::BadStandardStream { stream, fd, what });
+        // SAFETY: fds 0-2 are open (hardening made sure) and stay open for
+        // the whole of purple-init; borrowing them here closes nothing.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap_or(0);
+        if flags & libc::O_PATH != 0 {
+            return refuse("an O_PATH descriptor".into());
+        }
+        let Ok(stat) = fstat(fd) else {
+            return refuse("not inspectable".into());
+        };
+        match SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFCHR | SFlag::S_IFIFO => {}
+            SFlag::S_IFREG => {
+                let fs_type = nix::sys::statfs::fstatfs(borrowed)
+                    .map(|fs| fs.filesystem_type().0 as i64)
+                    .unwrap_or(0);
+                if let Some((_, name)) = FORBIDDEN_FILESYSTEMS
+                    .iter()
+                    .find(|(magic, _)| *magic == fs_type)
+                {
+                    return refuse(format!("a file on the host's {name} filesystem"));
+                }
+            }
+            SFlag::S_IFSOCK => {
+                let mut domain: libc::c_int = 0;
+                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                // SAFETY: domain and len are valid for writes of the sizes passed.
+                let ret = unsafe {
+                    libc::getsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_DOMAIN,
+                        (&mut domain as *mut libc::c_int).cast(),
+                        &mut len,
+                    )
+                };
+                if ret != 0 || domain != libc::AF_UNIX {
+                    return refuse("a network socket".into());
+                }
+            }
+            SFlag::S_IFDIR => return refuse("a directory".into()),
+            SFlag::S_IFBLK => return refuse("a block device".into()),
+            _ => return refuse("a special descriptor (eventfd, pidfd, ...)".into()),
+        }
+    }
+    Ok(())
 }
 
 /// The first mount at or below the directory `fd` whose filesystem is on
