@@ -256,7 +256,7 @@ pub fn inspect_binds(
             });
         }
         let fs = nix::sys::statfs::fstatfs(fd).map_err(inspect("fstatfs"))?;
-        let fs_type = fs.filesystem_type().0 as i64;
+        let fs_type = magic(&fs);
         if let Some((_, name)) = FORBIDDEN_FILESYSTEMS
             .iter()
             .find(|(magic, _)| *magic == fs_type)
@@ -311,6 +311,12 @@ pub fn inspect_binds(
     Ok(binds)
 }
 
+/// A filesystem's magic number (its C type differs between architectures).
+#[allow(clippy::unnecessary_cast)]
+fn magic(fs: &nix::sys::statfs::Statfs) -> i64 {
+    fs.filesystem_type().0 as i64
+}
+
 /// The caller's fds 0-2 become the command's. A directory or O_PATH fd
 /// there would let the command walk the host tree (`openat(0, "..")`), an
 /// inet socket would be a network outside the sandbox's namespace, a
@@ -337,7 +343,7 @@ pub fn check_standard_streams() -> Result<(), RequestError> {
             SFlag::S_IFCHR | SFlag::S_IFIFO => {}
             SFlag::S_IFREG => {
                 let fs_type = nix::sys::statfs::fstatfs(borrowed)
-                    .map(|fs| fs.filesystem_type().0 as i64)
+                    .map(|fs| magic(&fs))
                     .unwrap_or(0);
                 if let Some((_, name)) = FORBIDDEN_FILESYSTEMS
                     .iter()
