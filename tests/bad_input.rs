@@ -2805,12 +2805,12 @@ fn init_rechecks_a_tampered_request() {
     assert_nothing_left(&b, "tampered request");
 }
 
-/// An admin config at a private root-owned path that would allow CAP_SYS_ADMIN.
+/// An admin config at a private path that would allow CAP_NET_RAW.
 fn evil_admin_config(owner: u32) -> (tempfile::TempDir, String) {
     let dir = scratch(owner);
     let path = write_file(
         &dir.path().join("purple.toml"),
-        "[capabilities]\nallow_extra = [\"CAP_SYS_ADMIN\"]\n",
+        "[capabilities]\nallow_extra = [\"CAP_NET_RAW\"]\n",
         0o644,
     );
     chown(&path, Some(owner), Some(owner)).unwrap();
@@ -2825,13 +2825,13 @@ fn purple_config_from_a_user_is_ignored() {
     let b = before();
     let system = std::fs::read_to_string("/etc/purple/purple.toml").unwrap_or_default();
     assert!(
-        !system.contains("SYS_ADMIN"),
-        "this test assumes /etc/purple/purple.toml does not allow CAP_SYS_ADMIN"
+        !system.contains("NET_RAW"),
+        "this test assumes /etc/purple/purple.toml does not allow CAP_NET_RAW"
     );
     let pol_dir = scratch(0);
     let policy = write_file(
-        &pol_dir.path().join("sys-admin.toml"),
-        "[capabilities]\nadd = [\"CAP_SYS_ADMIN\"]\nambient = true\n",
+        &pol_dir.path().join("net-raw.toml"),
+        "[capabilities]\nadd = [\"CAP_NET_RAW\"]\nambient = true\n",
         0o644,
     );
     let (root_cfg_dir, root_cfg) = evil_admin_config(0);
@@ -2848,19 +2848,19 @@ fn purple_config_from_a_user_is_ignored() {
     // Control: for a root caller the override is honoured, so the config
     // really would grant the capability.
     let out = sup_env(Caller::Root, &[("PURPLE_CONFIG", &root_cfg)], &cmd);
-    let line = assert_ok(&out, "Root with PURPLE_CONFIG allowing CAP_SYS_ADMIN");
+    let line = assert_ok(&out, "Root with PURPLE_CONFIG allowing CAP_NET_RAW");
     let eff =
         u64::from_str_radix(line.trim().trim_start_matches("CapEff:").trim(), 16).unwrap_or(0);
     assert!(
-        eff & (1 << 21) != 0,
-        "control: CAP_SYS_ADMIN (bit 21) should be effective: {line}"
+        eff & (1 << 13) != 0,
+        "control: CAP_NET_RAW (bit 13) should be effective: {line}"
     );
     for cfg in [&root_cfg, &user_cfg] {
         let out = sup_env(Caller::User, &[("PURPLE_CONFIG", cfg)], &cmd);
         let reason = assert_refused(
             &out,
             EXIT_PURPLE,
-            &["CAP_SYS_ADMIN", "/etc/purple/purple.toml", "allow_extra"],
+            &["CAP_NET_RAW", "/etc/purple/purple.toml", "allow_extra"],
             &format!("User with PURPLE_CONFIG={cfg}"),
         );
         assert!(
@@ -3057,7 +3057,7 @@ fn capabilities_in_policies() {
         let reason = assert_refused(
             &out,
             EXIT_PURPLE,
-            &["CAP_SYS_ADMIN", "/etc/purple/purple.toml", "allow_extra"],
+            &["CAP_SYS_ADMIN", "can never be kept"],
             &ctx("CAP_SYS_ADMIN"),
         );
         let json = read_report(&report);

@@ -110,6 +110,16 @@ impl Capability {
     pub fn is_safe_in_sandbox(self) -> bool {
         Self::SAFE_IN_SANDBOX.contains(&self)
     }
+
+    /// Capabilities no policy may keep, even with the admin's consent. The
+    /// sandbox's mounts are owned by its own user namespace, so
+    /// CAP_SYS_ADMIN there could remount read-only binds writable and
+    /// uncover the /proc masks.
+    pub const NEVER_GRANTABLE: &'static [Capability] = &[Capability::SysAdmin];
+
+    pub fn is_never_grantable(self) -> bool {
+        Self::NEVER_GRANTABLE.contains(&self)
+    }
 }
 
 impl FromStr for Capability {

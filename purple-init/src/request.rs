@@ -58,6 +58,8 @@ pub enum RequestError {
         fd: i32,
         what: String,
     },
+    #[error("capability {cap} can never be kept, whatever the admin config says: it would let the command remount its read-only binds and uncover the masked parts of /proc")]
+    CapabilityNeverAllowed { cap: Capability },
     #[error("{what} is not enforced by this version of Purple yet; refusing rather than running without it")]
     NotEnforced { what: String },
 }
@@ -170,6 +172,9 @@ pub fn validate(
         }
     }
     for cap in request.policy.capabilities.kept() {
+        if cap.is_never_grantable() {
+            return Err(RequestError::CapabilityNeverAllowed { cap });
+        }
         if !cap.is_safe_in_sandbox() && !admin.capabilities.allow_extra.contains(&cap) {
             return Err(RequestError::CapabilityNotAllowed {
                 cap,
@@ -549,13 +554,24 @@ mod tests {
         req.policy.capabilities.add.push(Capability::SysAdmin);
         assert!(matches!(
             check(&req),
-            Err(RequestError::CapabilityNotAllowed { .. })
+            Err(RequestError::CapabilityNeverAllowed { .. })
         ));
         let mut admin = AdminConfig::default();
         admin.capabilities.allow_extra.push(Capability::SysAdmin);
-        assert!(validate(&req, &[], &admin, "x").is_ok());
+        assert!(matches!(
+            validate(&req, &[], &admin, "x"),
+            Err(RequestError::CapabilityNeverAllowed { .. })
+        ));
         req.policy.capabilities.drop.push(Capability::SysAdmin);
         assert!(check(&req).is_ok());
+        let mut req = request(&["true"]);
+        req.policy.capabilities.add.push(Capability::NetRaw);
+        assert!(matches!(
+            check(&req),
+            Err(RequestError::CapabilityNotAllowed { .. })
+        ));
+        admin.capabilities.allow_extra.push(Capability::NetRaw);
+        assert!(validate(&req, &[], &admin, "x").is_ok());
     }
 
     #[test]
