@@ -47,7 +47,7 @@ pub const READ_ONLY_PROC_DIRS: &[&str] = &["sys", "irq", "bus", "fs"];
 
 /// The child's whole life: set up, then become PID 1. Never returns.
 pub fn run(plan: &Plan, trees: Vec<OwnedFd>, sync: OwnedFd, status: OwnedFd) -> ! {
-    if let Err(e) = set_up(plan, &trees, &sync) {
+    if let Err(e) = set_up(plan, &trees, &sync, &status) {
         ChildMessage::SetupFailed {
             step: e.step.to_owned(),
             detail: e.detail,
@@ -82,7 +82,12 @@ fn step_err(step: &'static str) -> impl FnOnce(Errno) -> StepError {
     }
 }
 
-fn set_up(plan: &Plan, trees: &[OwnedFd], sync: &OwnedFd) -> Result<(), StepError> {
+fn set_up(
+    plan: &Plan,
+    trees: &[OwnedFd],
+    sync: &OwnedFd,
+    status: &OwnedFd,
+) -> Result<(), StepError> {
     // Die with purple-init: set before the sync read, so that a parent that
     // dies at any moment from here on either signals us or leaves EOF.
     set_parent_death_signal()?;
@@ -91,6 +96,12 @@ fn set_up(plan: &Plan, trees: &[OwnedFd], sync: &OwnedFd) -> Result<(), StepErro
     // Switch to the mapped ids now, keeping this namespace's capabilities,
     // so nothing below runs as host root (kuid 0) on host files.
     become_sandbox_identity(plan)?;
+    // The uid change cleared the parent-death signal: arm it again, then
+    // make sure purple-init did not die in between.
+    set_parent_death_signal()?;
+    if super::init_is_gone(status) {
+        exit_child(1);
+    }
     // Keyrings are not namespaced: without this the command could read and
     // plant keys in the caller's session keyring (tokens, Kerberos tickets).
     join_new_session_keyring()?;

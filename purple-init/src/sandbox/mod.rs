@@ -203,3 +203,17 @@ pub(crate) fn exit_child(code: i32) -> ! {
     // SAFETY: _exit is always safe to call; it ends the process at once.
     unsafe { libc::_exit(code) }
 }
+
+/// True when purple-init has gone: its end of the status pipe is closed, so
+/// ours reports an error. Used after the parent-death signal is (re)armed,
+/// to close the window in which the parent could have died unnoticed.
+pub(crate) fn init_is_gone(status: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(status.as_fd(), PollFlags::empty())];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP)),
+        Err(_) => true,
+    }
+}

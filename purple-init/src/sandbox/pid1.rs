@@ -6,7 +6,7 @@
 //! as the workload does; the kernel then kills every other process of the
 //! pid namespace, so nothing the command started outlives it.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -34,6 +34,12 @@ pub fn run(plan: &Plan, status: OwnedFd) -> ! {
         Err(errno) => fail(&status, "fork workload", errno),
     };
     drop(exec_write);
+    // At once, before the command can run a single instruction: PID 1 keeps
+    // nothing the command could use (capabilities, host fds), but the
+    // status pipe and the exec pipe.
+    if let Err((step, errno)) = shed_privileges(&[status.as_raw_fd(), exec_read.as_raw_fd()]) {
+        fail(&status, step, errno);
+    }
 
     // The exec pipe closes (EOF) when execve succeeds; otherwise the
     // workload sends the failed step and the errno first.
@@ -57,10 +63,6 @@ pub fn run(plan: &Plan, status: OwnedFd) -> ! {
         exit_child(0);
     }
     drop(exec_read);
-
-    if let Err((step, errno)) = shed_privileges(&status) {
-        fail(&status, step, errno);
-    }
     reap_until(workload_pid, &status)
 }
 
@@ -87,8 +89,8 @@ fn read_exec_error(pipe: &OwnedFd) -> Option<(u8, i32)> {
     (got == buf.len()).then(|| (buf[0], i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]])))
 }
 
-/// Drops every capability and descriptor PID 1 no longer needs.
-fn shed_privileges(status: &OwnedFd) -> Result<(), (&'static str, Errno)> {
+/// Drops every capability and every descriptor but `keep`.
+fn shed_privileges(keep: &[i32]) -> Result<(), (&'static str, Errno)> {
     // Standard streams point at /dev/null: PID 1 must hold no host fd.
     let null = nix::fcntl::open(
         "/dev/null",
@@ -100,58 +102,51 @@ fn shed_privileges(status: &OwnedFd) -> Result<(), (&'static str, Errno)> {
         nix::unistd::dup2(null, target).map_err(|e| ("redirect standard fds", e))?;
     }
     let _ = nix::unistd::close(null);
-    // Keep only the status pipe above 2.
-    close_all_except(status.as_raw_fd()).map_err(|e| ("close descriptors", e))?;
+    close_all_except(keep).map_err(|e| ("close descriptors", e))?;
 
+    // Capabilities the running kernel does not know fail to drop (EINVAL);
+    // what counts is that the bounding set reads back empty.
     for cap in caps::all() {
         let _ = caps::drop(None, caps::CapSet::Bounding, cap);
     }
-    caps::clear(None, caps::CapSet::Ambient)
-        .map_err(|_| ("clear ambient capabilities", Errno::EPERM))?;
+    let cap_err = |step: &'static str| move |_| (step, Errno::EPERM);
+    let bounding =
+        caps::read(None, caps::CapSet::Bounding).map_err(cap_err("read the bounding set"))?;
+    if !bounding.is_empty() {
+        return Err(("empty the bounding set", Errno::EPERM));
+    }
+    caps::clear(None, caps::CapSet::Ambient).map_err(cap_err("clear ambient capabilities"))?;
     caps::clear(None, caps::CapSet::Inheritable)
-        .map_err(|_| ("clear inheritable capabilities", Errno::EPERM))?;
-    caps::clear(None, caps::CapSet::Effective)
-        .map_err(|_| ("clear effective capabilities", Errno::EPERM))?;
-    caps::clear(None, caps::CapSet::Permitted)
-        .map_err(|_| ("clear permitted capabilities", Errno::EPERM))?;
+        .map_err(cap_err("clear inheritable capabilities"))?;
+    caps::clear(None, caps::CapSet::Effective).map_err(cap_err("clear effective capabilities"))?;
+    caps::clear(None, caps::CapSet::Permitted).map_err(cap_err("clear permitted capabilities"))?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| ("set no_new_privs", e))?;
     nix::sys::prctl::set_dumpable(false).map_err(|e| ("clear dumpable", e))?;
-    // The uid change in the child cleared the parent-death signal; set it
-    // again, then make sure purple-init did not die in between (its end of
-    // the status pipe would be closed).
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .map_err(|e| ("prctl PR_SET_PDEATHSIG", e))?;
-    if init_is_gone(status) {
-        exit_child(1);
-    }
     Ok(())
 }
 
-/// Closes every descriptor from 3 up, except `keep`.
-fn close_all_except(keep: i32) -> Result<(), Errno> {
-    let keep = u32::try_from(keep).map_err(|_| Errno::EBADF)?;
-    if keep > 3 {
-        // SAFETY: closes a range of this process's descriptors that nothing
-        // here owns any more (status is the only one kept).
-        let ret = unsafe { libc::syscall(libc::SYS_close_range, 3u32, keep - 1, 0u32) };
-        if ret < 0 {
-            return Err(Errno::last());
+/// Closes every descriptor from 3 up, except those in `keep`.
+fn close_all_except(keep: &[i32]) -> Result<(), Errno> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|fd| u32::try_from(*fd).ok())
+        .filter(|fd| *fd >= 3)
+        .collect();
+    keep.sort_unstable();
+    let mut first = 3u32;
+    for fd in keep {
+        if fd > first {
+            // SAFETY: closes descriptors of this process between the kept
+            // ones; the OwnedFds that held some of them (purple-init's
+            // request socket) live in frames this process never returns to.
+            let ret = unsafe { libc::syscall(libc::SYS_close_range, first, fd - 1, 0u32) };
+            if ret < 0 {
+                return Err(Errno::last());
+            }
         }
+        first = fd + 1;
     }
-    sys::close_from(keep + 1, 0)
-}
-
-fn init_is_gone(status: &OwnedFd) -> bool {
-    let mut fds = [nix::poll::PollFd::new(
-        status.as_fd(),
-        nix::poll::PollFlags::empty(),
-    )];
-    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
-        Ok(_) => fds[0].revents().is_some_and(|r| {
-            r.intersects(nix::poll::PollFlags::POLLERR | nix::poll::PollFlags::POLLHUP)
-        }),
-        Err(_) => true,
-    }
+    sys::close_from(first, 0)
 }
 
 /// Reaps every child (orphans are reparented to PID 1) until the workload

@@ -124,10 +124,15 @@ fn restrict_capabilities(kept: &[Capability], ambient: bool) -> Result<(), Errno
     if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) } < 0 {
         return Err(Errno::last());
     }
+    // A capability the running kernel does not know fails to drop
+    // (EINVAL); what counts is that the bounding set reads back as `kept`.
     for cap in caps::all() {
         if !kept.contains(&cap) {
-            caps::drop(None, caps::CapSet::Bounding, cap).map_err(|_| Errno::EPERM)?;
+            let _ = caps::drop(None, caps::CapSet::Bounding, cap);
         }
+    }
+    if caps::read(None, caps::CapSet::Bounding).map_err(|_| Errno::EPERM)? != kept {
+        return Err(Errno::EPERM);
     }
     caps::set(None, caps::CapSet::Inheritable, &kept).map_err(|_| Errno::EPERM)?;
     caps::set(None, caps::CapSet::Effective, &kept).map_err(|_| Errno::EPERM)?;
