@@ -176,10 +176,13 @@ fn isolation(plan: &Plan, policy: &Policy) -> Isolation {
     for dir in READ_ONLY_PROC_DIRS {
         mounts.push(fixed(&format!("/proc/{dir}"), "bind", true));
     }
+    // Only what exists on this kernel was masked (the sandbox's /proc shows
+    // the same entries as purple-init's).
     let masked_paths = MASKED_PROC_FILES
         .iter()
         .chain(MASKED_PROC_DIRS)
         .map(|p| format!("/proc/{p}"))
+        .filter(|p| std::path::Path::new(p).exists())
         .collect();
     let kept: Vec<String> = plan
         .kept_capabilities

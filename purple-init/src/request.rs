@@ -70,6 +70,10 @@ pub const REQUEST_DEADLINE_SECS: i64 = 10;
 
 /// Reads one request from the supervisor's socket, within the deadline.
 pub fn receive(socket: &OwnedFd) -> Result<(SandboxRequest, Vec<OwnedFd>), RequestError> {
+    // Two bounds: SO_RCVTIMEO ends a stalled read with a clear refusal; a
+    // peer that trickles one byte per read is ended by the alarm (SIGALRM's
+    // default action), which bounds the whole exchange.
+    nix::unistd::alarm::set(REQUEST_DEADLINE_SECS as u32 + 1);
     let deadline = nix::sys::time::TimeVal::new(REQUEST_DEADLINE_SECS, 0);
     nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::ReceiveTimeout, &deadline)
         .map_err(|source| {
@@ -78,13 +82,16 @@ pub fn receive(socket: &OwnedFd) -> Result<(SandboxRequest, Vec<OwnedFd>), Reque
                 source,
             })
         })?;
-    protocol::receive_message(socket.as_fd(), MAX_REQUEST_BYTES).map_err(|e| match e {
-        TransportError::Sys {
-            source: nix::errno::Errno::EAGAIN,
-            ..
-        } => RequestError::Stalled,
-        other => RequestError::Transport(other),
-    })
+    let received =
+        protocol::receive_message(socket.as_fd(), MAX_REQUEST_BYTES).map_err(|e| match e {
+            TransportError::Sys {
+                source: nix::errno::Errno::EAGAIN,
+                ..
+            } => RequestError::Stalled,
+            other => RequestError::Transport(other),
+        });
+    nix::unistd::alarm::cancel();
+    received
 }
 
 /// Everything the request asks for that this build cannot enforce is refused
@@ -204,6 +211,11 @@ const FORBIDDEN_FILESYSTEMS: &[(i64, &str)] = &[
     (0x6573_5543, "fusectl"),
     (0x6165_676c, "pstore"),
     (0x1980_0202, "mqueue"),
+    (0xf97c_ff8c, "selinuxfs"),
+    (0x4341_5d53, "smackfs"),
+    (0x0187, "autofs"),
+    (0x6759_6969, "rpc_pipefs"),
+    (0x6e66_7364, "nfsd"),
 ];
 
 /// Inspects every attached fd: a directory or regular file, not on a
@@ -277,7 +289,9 @@ pub fn inspect_binds(
         // The clone is recursive, so whatever is mounted below a bound
         // directory comes along: none of it may be a forbidden filesystem.
         if is_dir {
-            if let Some((mount_point, fstype)) = forbidden_submount(fd, mountinfo) {
+            if let Some((mount_point, fstype)) =
+                forbidden_submount(fd, mountinfo).map_err(inspect("find the bind's mounts"))?
+            {
                 return Err(RequestError::BadSource {
                     destination,
                     why: format!(
@@ -383,10 +397,15 @@ pub fn check_standard_streams() -> Result<(), RequestError> {
 }
 
 /// The first mount at or below the directory `fd` whose filesystem is on
-/// the forbidden list: `(mount point, filesystem type)`.
-fn forbidden_submount(fd: &OwnedFd, mountinfo: &str) -> Option<(String, String)> {
-    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
-    forbidden_below(&path.to_string_lossy(), mountinfo)
+/// the forbidden list: `(mount point, filesystem type)`. Not knowing the
+/// directory's path is an error, not a pass.
+fn forbidden_submount(
+    fd: &OwnedFd,
+    mountinfo: &str,
+) -> Result<Option<(String, String)>, nix::errno::Errno> {
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    Ok(forbidden_below(&path.to_string_lossy(), mountinfo))
 }
 
 /// `forbidden_submount` on a path and mountinfo text (unit-tested).
