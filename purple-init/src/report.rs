@@ -230,8 +230,8 @@ fn isolation(plan: &Plan, policy: &Policy) -> Isolation {
         capabilities,
         new_session: true,
         timeout_ms: plan.timeout_ms,
-        seccomp: "minimal filter: ioctl TIOCSTI and TIOCLINUX, and every syscall of a foreign ABI (i386, x32), \
-                  refused with EPERM; the default-deny profile is not part of this version"
+        seccomp: "minimal filter: ioctl TIOCSTI and TIOCLINUX and x32 syscalls refused with EPERM, \
+                  i386 syscalls kill the process; the default-deny profile is not part of this version"
             .into(),
         landlock: match policy.landlock.mode {
             LandlockMode::Off => "off (policy)".into(),

@@ -4,9 +4,10 @@
 //! This version refuses only what the sandbox's other layers cannot stop:
 //! typing into a terminal (TIOCSTI, TIOCLINUX: a command can make a
 //! session-less tty on its stdin its controlling terminal, and TIOCSTI on a
-//! controlling terminal is allowed), and every syscall of a foreign ABI
-//! (i386 via `int 0x80`, x32 numbers with bit 0x40000000), which the rest of
-//! a filter could not reason about. Everything else is allowed here: the
+//! controlling terminal is allowed), and every syscall of a foreign ABI,
+//! which the rest of a filter could not reason about: x32 numbers (bit
+//! 0x40000000) fail with EPERM, and an i386 syscall (`int 0x80`) kills the
+//! process (seccompiler's architecture check). Everything else is allowed here: the
 //! default-deny profile is the syscall-filter issue's work, and the exit
 //! report says so.
 
