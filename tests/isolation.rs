@@ -2488,3 +2488,48 @@ print("injected" if b"X" in got else "clean")
         );
     });
 }
+
+/// A syscall through the i386 entry point (`int 0x80`) is outside what any
+/// x86_64 filter can reason about: the command is killed (SIGSYS).
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn i386_syscalls_kill_the_command() {
+    if !require_root("i386_syscalls_kill_the_command") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("purple-i386-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let source = dir.path().join("i386.c");
+    let binary = dir.path().join("i386");
+    std::fs::write(
+        &source,
+        "#include <stdio.h>\nint main(void) { long r; __asm__ volatile(\"int $0x80\" : \"=a\"(r) : \"a\"(20L)); printf(\"%ld\\n\", r); return 0; }\n",
+    )
+    .unwrap();
+    let cc = Command::new("cc")
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source)
+        .output();
+    match cc {
+        Ok(out) if out.status.success() => {}
+        other => {
+            assert!(!in_ci(), "cc is needed for this test under CI: {other:?}");
+            eprintln!("SKIP i386_syscalls_kill_the_command: no working C compiler ({other:?})");
+            return;
+        }
+    }
+    let bind = format!("{}:/i386", binary.display());
+    for_each_caller(|c| {
+        let out = purple(c, ["run", "--ro-bind", &bind, "--", "/i386"]);
+        assert_eq!(
+            out.status.code(),
+            Some(128 + libc::SIGSYS),
+            "{c:?}: {}",
+            show(&out)
+        );
+    });
+}
