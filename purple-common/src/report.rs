@@ -22,6 +22,9 @@ pub enum Outcome {
     Exited,
     /// The command died of a signal; `exit_code` is 128 + signal.
     Signaled,
+    /// The seccomp filter killed the command (SIGSYS): a syscall the policy
+    /// denies with action "kill", or one of a foreign ABI. Exit code 159.
+    SeccompViolation,
     /// The wall-clock timeout ended the sandbox (exit code 124).
     Timeout,
     /// Purple was asked to stop (SIGINT, SIGTERM, SIGHUP) and ended the sandbox.
@@ -41,6 +44,7 @@ impl Outcome {
         match self {
             Outcome::Exited => "exited",
             Outcome::Signaled => "signaled",
+            Outcome::SeccompViolation => "seccomp_violation",
             Outcome::Timeout => "timeout",
             Outcome::Interrupted => "interrupted",
             Outcome::NotFound => "not_found",

@@ -52,6 +52,11 @@ impl ReportContext<'_> {
     pub fn ended(&self, ending: Ending, plan: &Plan, policy: &Policy) -> ExitReport {
         let mut report = match ending {
             Ending::Reported(ChildMessage::Exited { code }) => self.base(Outcome::Exited, code),
+            Ending::Reported(ChildMessage::Signaled { signal }) if signal == libc::SIGSYS => ExitReport {
+                signal: Some(signal),
+                message: Some("killed by the seccomp filter (SIGSYS): a system call the policy does not allow".into()),
+                ..self.base(Outcome::SeccompViolation, 128 + signal)
+            },
             Ending::Reported(ChildMessage::Signaled { signal }) => ExitReport {
                 signal: Some(signal),
                 ..self.base(Outcome::Signaled, 128 + signal)

@@ -163,7 +163,8 @@ fn explain(report: &ExitReport) {
     };
     match report.status {
         Outcome::Exited | Outcome::Signaled => {}
-        Outcome::Timeout
+        Outcome::SeccompViolation
+        | Outcome::Timeout
         | Outcome::Interrupted
         | Outcome::NotFound
         | Outcome::NotExecutable
