@@ -7,4 +7,5 @@ pub mod codec;
 pub mod policy;
 pub mod protocol;
 pub mod report;
+pub mod syscalls;
 pub mod values;

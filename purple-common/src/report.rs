@@ -22,9 +22,6 @@ pub enum Outcome {
     Exited,
     /// The command died of a signal; `exit_code` is 128 + signal.
     Signaled,
-    /// The seccomp filter killed the command (SIGSYS): a syscall the policy
-    /// denies with action "kill", or one of a foreign ABI. Exit code 159.
-    SeccompViolation,
     /// The wall-clock timeout ended the sandbox (exit code 124).
     Timeout,
     /// Purple was asked to stop (SIGINT, SIGTERM, SIGHUP) and ended the sandbox.
@@ -37,6 +34,10 @@ pub enum Outcome {
     Refused,
     /// Setting the sandbox up failed (exit code 125).
     SetupFailed,
+    // New variants go last: the wire codec numbers variants by position.
+    /// The seccomp filter killed the command (SIGSYS): a syscall the policy
+    /// denies with action "kill", or one of a foreign ABI. Exit code 159.
+    SeccompViolation,
 }
 
 impl Outcome {

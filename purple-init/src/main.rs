@@ -131,7 +131,7 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
     // Step 10: wait, enforcing the timeout, then report.
     let timeout = plan.timeout_ms.map(std::time::Duration::from_millis);
     match supervise::wait(running, timeout) {
-        Ok(ending) => ctx.ended(ending, &plan, &request.policy),
+        Ok((ending, landlock)) => ctx.ended(ending, &plan, &request.policy, landlock),
         Err(e) => ctx.setup_failed(e.to_string()),
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use purple_common::capability::Capability;
-use purple_common::policy::{Policy, WORKSPACE_PATH};
+use purple_common::policy::{LandlockMode, Policy, WORKSPACE_PATH};
 use purple_common::values::AbsPath;
 
 /// What the sandbox runs as: one host id, mapped to the same id inside.
@@ -71,6 +71,10 @@ pub struct Plan {
     pub kept_capabilities: Vec<Capability>,
     pub ambient_capabilities: bool,
     pub timeout_ms: Option<u64>,
+    /// `[landlock] mode`, applied by the workload.
+    pub landlock: LandlockMode,
+    /// `[syscalls]`, compiled into the workload's seccomp filter.
+    pub syscalls: purple_common::policy::SyscallPolicy,
 }
 
 /// A bind the request asked for, after purple-init inspected its fd.
@@ -198,6 +202,8 @@ pub fn build(
         kept_capabilities: policy.capabilities.kept(),
         ambient_capabilities: policy.capabilities.ambient,
         timeout_ms: policy.resources.timeout.map(|t| t.millis()),
+        landlock: policy.landlock.mode,
+        syscalls: policy.syscalls.clone(),
     })
 }
 

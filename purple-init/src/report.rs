@@ -49,7 +49,13 @@ impl ReportContext<'_> {
         }
     }
 
-    pub fn ended(&self, ending: Ending, plan: &Plan, policy: &Policy) -> ExitReport {
+    pub fn ended(
+        &self,
+        ending: Ending,
+        plan: &Plan,
+        policy: &Policy,
+        landlock: Option<String>,
+    ) -> ExitReport {
         let mut report = match ending {
             Ending::Reported(ChildMessage::Exited { code }) => self.base(Outcome::Exited, code),
             Ending::Reported(ChildMessage::Signaled { signal }) if signal == libc::SIGSYS => ExitReport {
@@ -95,6 +101,9 @@ impl ReportContext<'_> {
                     ..self.base(status, code)
                 }
             }
+            Ending::Reported(ChildMessage::Landlock { .. }) => {
+                return self.setup_failed("the sandbox reported no ending".into())
+            }
             Ending::Reported(ChildMessage::SetupFailed { step, detail }) => {
                 let hint = if step.starts_with("chdir") {
                     format!(
@@ -131,13 +140,13 @@ impl ReportContext<'_> {
                 ..self.base(Outcome::Interrupted, 128 + signal)
             },
         };
-        report.isolation = Some(isolation(plan, policy));
+        report.isolation = Some(isolation(plan, policy, landlock));
         report
     }
 }
 
 /// What the sandbox had, derived from the plan it was built from.
-fn isolation(plan: &Plan, policy: &Policy) -> Isolation {
+fn isolation(plan: &Plan, policy: &Policy, landlock: Option<String>) -> Isolation {
     let mut mounts: Vec<MountRecord> = plan
         .mounts
         .iter()
@@ -235,13 +244,11 @@ fn isolation(plan: &Plan, policy: &Policy) -> Isolation {
         capabilities,
         new_session: true,
         timeout_ms: plan.timeout_ms,
-        seccomp: "minimal filter: ioctl TIOCSTI and TIOCLINUX and x32 syscalls refused with EPERM, \
-                  i386 syscalls kill the process; the default-deny profile is not part of this version"
-            .into(),
-        landlock: match policy.landlock.mode {
+        seccomp: crate::sandbox::syscall_filter::describe(&policy.syscalls),
+        landlock: landlock.unwrap_or_else(|| match policy.landlock.mode {
             LandlockMode::Off => "off (policy)".into(),
-            _ => "not applied: best-effort, and Landlock is not part of this version".into(),
-        },
+            _ => "unknown: the command did not get as far as Landlock".into(),
+        }),
         cgroup: "none: resource limits are not part of this version".into(),
     }
 }

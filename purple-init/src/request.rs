@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::sys::stat::{fstat, SFlag};
 use purple_common::capability::Capability;
-use purple_common::policy::{LandlockMode, NetworkMode, Policy, WORKSPACE_PATH};
+use purple_common::policy::{NetworkMode, Policy, WORKSPACE_PATH};
 use purple_common::protocol::{self, SandboxRequest, TransportError, MAX_ARGS, MAX_REQUEST_BYTES};
 use purple_common::values::AbsPath;
 
@@ -115,12 +115,8 @@ pub fn check_enforceable(policy: &Policy) -> Result<(), RequestError> {
     if policy.network.mode != NetworkMode::None {
         return refuse("network.mode = \"filtered\" (purple-netd)");
     }
-    if !policy.syscalls.allow.is_empty() || !policy.syscalls.deny.is_empty() {
-        return refuse("syscalls.allow / syscalls.deny (the seccomp filter)");
-    }
-    if policy.landlock.mode == LandlockMode::Required {
-        return refuse("landlock.mode = \"required\"");
-    }
+    crate::sandbox::syscall_filter::validate(&policy.syscalls)
+        .map_err(|e| RequestError::InvalidPolicy(e.to_string()))?;
     Ok(())
 }
 
@@ -557,14 +553,17 @@ mod tests {
         req.policy.network.mode = NetworkMode::Filtered;
         assert!(matches!(check(&req), Err(RequestError::NotEnforced { .. })));
         let mut req = request(&["true"]);
-        req.policy.landlock.mode = LandlockMode::Required;
-        assert!(matches!(check(&req), Err(RequestError::NotEnforced { .. })));
-        let mut req = request(&["true"]);
         req.policy
             .syscalls
             .deny
             .push("ptrace".parse().unwrap_or_else(|_| unreachable!()));
-        assert!(matches!(check(&req), Err(RequestError::NotEnforced { .. })));
+        assert!(check(&req).is_ok());
+        let mut req = request(&["true"]);
+        req.policy
+            .syscalls
+            .allow
+            .push("mount".parse().unwrap_or_else(|_| unreachable!()));
+        assert!(matches!(check(&req), Err(RequestError::InvalidPolicy(_))));
     }
 
     #[test]

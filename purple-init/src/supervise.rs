@@ -33,7 +33,12 @@ pub enum SuperviseError {
     Sys { step: &'static str, errno: Errno },
 }
 
-pub fn wait(running: Running, timeout: Option<Duration>) -> Result<Ending, SuperviseError> {
+/// How the sandbox ended, and what Landlock enforced on the command (when
+/// it got that far).
+pub fn wait(
+    running: Running,
+    timeout: Option<Duration>,
+) -> Result<(Ending, Option<String>), SuperviseError> {
     let mut stop_set = SigSet::empty();
     for s in STOP_SIGNALS {
         stop_set.add(*s);
@@ -107,16 +112,27 @@ pub fn wait(running: Running, timeout: Option<Duration>) -> Result<Ending, Super
                 status_open = read_status(&running, &mut message_bytes);
             }
             let wait_status = reap(&running);
-            if let Some(ending) = forced {
-                return Ok(ending);
-            }
-            return Ok(match ChildMessage::decode(&message_bytes) {
-                Some(message) => Ending::Reported(message),
-                None => Ending::Vanished { wait_status },
+            let messages = ChildMessage::decode_all(&message_bytes);
+            let landlock = messages.iter().find_map(|m| match m {
+                ChildMessage::Landlock { summary } => Some(summary.clone()),
+                _ => None,
             });
+            if let Some(ending) = forced {
+                return Ok((ending, landlock));
+            }
+            // The first ending wins: a workload's detailed setup failure
+            // comes before PID 1's short one.
+            let ending = messages
+                .into_iter()
+                .find(|m| !matches!(m, ChildMessage::Landlock { .. }))
+                .map_or(Ending::Vanished { wait_status }, Ending::Reported);
+            return Ok((ending, landlock));
         }
     }
 }
+
+/// The most status bytes kept from one sandbox.
+const STATUS_BUFFER_LIMIT: usize = 4 * MAX_CHILD_MESSAGE;
 
 /// Reads from the status pipe; false once it reached EOF (or failed).
 fn read_status(running: &Running, buffer: &mut Vec<u8>) -> bool {
@@ -124,9 +140,10 @@ fn read_status(running: &Running, buffer: &mut Vec<u8>) -> bool {
     match nix::unistd::read(running.status.as_raw_fd(), &mut chunk) {
         Ok(0) => false,
         Ok(n) => {
-            if buffer.len() + n <= MAX_CHILD_MESSAGE {
-                buffer.extend_from_slice(&chunk[..n]);
-            }
+            // A few frames at most (Landlock's summary, then the ending);
+            // anything past the cap is dropped whole, never spliced.
+            let room = STATUS_BUFFER_LIMIT.saturating_sub(buffer.len());
+            buffer.extend_from_slice(&chunk[..n.min(room)]);
             true
         }
         Err(Errno::EINTR) | Err(Errno::EAGAIN) => true,

@@ -32,7 +32,8 @@ fn kernel_version() -> (u32, u32, String) {
     )
 }
 
-fn landlock_abi() -> Option<i64> {
+/// The kernel's Landlock ABI version, or why there is none.
+fn landlock_abi() -> Result<i64, nix::errno::Errno> {
     const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
     // SAFETY: the version query takes no ruleset attribute (NULL, size 0).
     let ret = unsafe {
@@ -43,7 +44,11 @@ fn landlock_abi() -> Option<i64> {
             LANDLOCK_CREATE_RULESET_VERSION,
         )
     };
-    (ret > 0).then_some(ret)
+    if ret > 0 {
+        Ok(ret)
+    } else {
+        Err(nix::errno::Errno::last())
+    }
 }
 
 fn cgroup_layout() -> String {
@@ -122,10 +127,21 @@ fn checks() -> Vec<Check> {
     let abi = landlock_abi();
     checks.push(Check {
         name: "landlock",
-        ok: abi.is_some(),
-        detail: abi.map_or("not available (kernel or LSM list)".into(), |v| {
-            format!("ABI {v}")
-        }),
+        ok: abi.is_ok(),
+        detail: match abi {
+            Ok(v) if v >= 6 => {
+                format!("ABI {v}: filesystem rules and scopes; mode \"required\" works")
+            }
+            Ok(v) => {
+                format!("ABI {v}: best-effort only (mode \"required\" needs ABI 6, Linux 6.12+)")
+            }
+            Err(nix::errno::Errno::EOPNOTSUPP) => {
+                "built in but not enabled (add landlock to the lsm= boot parameter)".into()
+            }
+            Err(_) => {
+                "not in this kernel (best-effort runs without it; \"required\" is refused)".into()
+            }
+        },
     });
     checks.push(Check {
         name: "cgroups",
@@ -164,7 +180,7 @@ const GUARANTEES: &[(&str, bool)] = &[
         true,
     ),
     ("seccomp: default-deny syscall profile", false),
-    ("Landlock filesystem rules", false),
+    ("Landlock filesystem rules from the mount plan, abstract-socket and signal scoping (best-effort by default)", true),
     (
         "cgroup limits: --memory, --pids, --cpus (refused until enforced)",
         false,

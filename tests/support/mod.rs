@@ -63,12 +63,14 @@ pub fn build_dir() -> PathBuf {
 fn setuid_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        // Fails (with the build hint) before anything is created.
+        let build = build_dir();
         let dir = std::env::temp_dir().join(format!("purple-setuid-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         for bin in ["purple-supervisor", "purple-init"] {
             let to = dir.join(bin);
-            std::fs::copy(build_dir().join(bin), &to).unwrap();
+            std::fs::copy(build.join(bin), &to).unwrap();
             chown(&to, Some(0), Some(0)).unwrap();
         }
         std::fs::set_permissions(

@@ -639,6 +639,31 @@ impl Policy {
             }
         }
 
+        for (list, names) in [
+            ("allow", &self.syscalls.allow),
+            ("deny", &self.syscalls.deny),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                let key = format!("syscalls.{list}[{i}]");
+                if !crate::syscalls::is_known(name.as_str()) {
+                    problem(
+                        key,
+                        format!(
+                            "unknown syscall {:?} on {}",
+                            name.as_str(),
+                            crate::syscalls::ARCH
+                        ),
+                    );
+                } else if list == "allow" {
+                    if let Some(reason) = crate::syscalls::allow_refusal(name.as_str()) {
+                        problem(
+                            key,
+                            format!("{} cannot be allowed: {reason}", name.as_str()),
+                        );
+                    }
+                }
+            }
+        }
         if self.syscalls.allow.len() + self.syscalls.deny.len() > MAX_SYSCALL_NAMES {
             problem(
                 "syscalls".into(),

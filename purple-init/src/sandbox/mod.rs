@@ -6,6 +6,7 @@
 //! is the last stretch before execve of the command.
 
 pub mod child;
+pub mod landlock;
 mod mounts;
 mod pid1;
 pub mod syscall_filter;
@@ -57,6 +58,11 @@ pub enum ChildMessage {
     Signaled {
         signal: i32,
     },
+    /// Sent by the workload before execve: what Landlock enforced (one
+    /// line for the exit report). Not an ending.
+    Landlock {
+        summary: String,
+    },
 }
 
 /// Frames on the status pipe stay below PIPE_BUF so writes are atomic.
@@ -79,6 +85,9 @@ impl ChildMessage {
                 program: truncate(program, 1024),
                 program_exists: *program_exists,
             },
+            ChildMessage::Landlock { summary } => ChildMessage::Landlock {
+                summary: truncate(summary, 1024),
+            },
             other => other.clone(),
         };
         purple_common::codec::encode_frame(&shortened, CHILD_PROTOCOL, MAX_CHILD_MESSAGE)
@@ -87,6 +96,29 @@ impl ChildMessage {
 
     pub fn decode(bytes: &[u8]) -> Option<ChildMessage> {
         purple_common::codec::decode_frame(bytes, CHILD_PROTOCOL, MAX_CHILD_MESSAGE).ok()
+    }
+
+    /// Every whole frame in `bytes`, in order; stops at the first bad one.
+    pub fn decode_all(mut bytes: &[u8]) -> Vec<ChildMessage> {
+        use purple_common::codec::{decode_header, HEADER_LEN};
+        let mut messages = Vec::new();
+        while let Some(header) = bytes
+            .get(..HEADER_LEN)
+            .and_then(|h| <&[u8; HEADER_LEN]>::try_from(h).ok())
+        {
+            let Ok(h) = decode_header(header, CHILD_PROTOCOL, MAX_CHILD_MESSAGE) else {
+                break;
+            };
+            let Some(frame) = bytes.get(..HEADER_LEN + h.payload_len) else {
+                break;
+            };
+            let Some(message) = ChildMessage::decode(frame) else {
+                break;
+            };
+            messages.push(message);
+            bytes = &bytes[frame.len()..];
+        }
+        messages
     }
 
     /// Sends the message with one write(2). A failure to send cannot be

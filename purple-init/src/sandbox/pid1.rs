@@ -18,6 +18,21 @@ use crate::plan::Plan;
 use crate::sys;
 
 pub fn run(plan: &Plan, status: OwnedFd) -> ! {
+    // PID 1 runs under the default profile too (not the policy's own
+    // additions: a `deny` of something the reaper needs must not kill it).
+    let filters = match super::syscall_filter::compile_policy(
+        &purple_common::policy::SyscallPolicy::default(),
+    ) {
+        Ok(filters) => filters,
+        Err(e) => {
+            ChildMessage::SetupFailed {
+                step: "compile the seccomp filter".into(),
+                detail: e.to_string(),
+            }
+            .send(&status);
+            exit_child(1)
+        }
+    };
     let (exec_read, exec_write) = match pipe2(OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(errno) => fail(&status, "create exec pipe", errno),
@@ -27,8 +42,9 @@ pub fn run(plan: &Plan, status: OwnedFd) -> ! {
     let workload_pid = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(exec_read);
-            drop(status);
-            workload::exec(plan, exec_write)
+            // The workload reports what Landlock enforced on it; the pipe
+            // is close-on-exec, so the command never holds it.
+            workload::exec(plan, exec_write, status)
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(errno) => fail(&status, "fork workload", errno),
@@ -39,6 +55,9 @@ pub fn run(plan: &Plan, status: OwnedFd) -> ! {
     // status pipe and the exec pipe.
     if let Err((step, errno)) = shed_privileges(&[status.as_raw_fd(), exec_read.as_raw_fd()]) {
         fail(&status, step, errno);
+    }
+    if let Err(errno) = super::syscall_filter::apply_programs(&filters) {
+        fail(&status, "install the seccomp filter on PID 1", errno);
     }
 
     // The exec pipe closes (EOF) when execve succeeds; otherwise the

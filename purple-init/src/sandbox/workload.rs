@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use nix::errno::Errno;
 use purple_common::capability::Capability;
 
-use super::exit_child;
+use super::{exit_child, landlock, ChildMessage};
 use crate::plan::Plan;
 use crate::sys;
 
@@ -25,7 +25,9 @@ pub const STEPS: &[&str] = &[
     "set no_new_privs",
     "execve: the program exists, but its interpreter or dynamic loader does not",
     "install the seccomp filter",
+    "apply Landlock",
 ];
+const STEP_LANDLOCK: u8 = 10;
 const STEP_EXEC: u8 = 0;
 /// execve said ENOENT for a program that exists: its `#!` interpreter or
 /// its ELF loader is missing in the sandbox.
@@ -34,10 +36,10 @@ pub const STEP_LOADER_MISSING: u8 = 8;
 /// Runs in the forked workload process; never returns. On failure the step
 /// and errno go to PID 1 through `exec_error`, and the process exits 127
 /// (not found) or 126.
-pub fn exec(plan: &Plan, exec_error: OwnedFd) -> ! {
+pub fn exec(plan: &Plan, exec_error: OwnedFd, status: OwnedFd) -> ! {
     let (step, errno) = match prepare(plan)
         .map_err(|e| (1, e))
-        .and_then(|prepared| run(plan, &prepared))
+        .and_then(|prepared| run(plan, &prepared, &status))
     {
         Ok(never) => match never {},
         Err(failure) => failure,
@@ -54,7 +56,8 @@ pub fn exec(plan: &Plan, exec_error: OwnedFd) -> ! {
 }
 
 struct Prepared {
-    filter: seccompiler::BpfProgram,
+    filters: Vec<seccompiler::BpfProgram>,
+    landlock: landlock::LandlockPlan,
     argv: Vec<CString>,
     env: Vec<CString>,
     search_path: Vec<String>,
@@ -69,9 +72,11 @@ fn prepare(plan: &Plan) -> Result<Prepared, Errno> {
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or("/usr/bin:/bin");
-    let filter = super::syscall_filter::compile().map_err(|_| Errno::EINVAL)?;
+    let filters =
+        super::syscall_filter::compile_policy(&plan.syscalls).map_err(|_| Errno::EINVAL)?;
     Ok(Prepared {
-        filter,
+        filters,
+        landlock: landlock::LandlockPlan::from_plan(plan),
         argv,
         env,
         search_path: path
@@ -84,7 +89,7 @@ fn prepare(plan: &Plan) -> Result<Prepared, Errno> {
 
 enum Never {}
 
-fn run(plan: &Plan, prepared: &Prepared) -> Result<Never, (u8, Errno)> {
+fn run(plan: &Plan, prepared: &Prepared, status: &OwnedFd) -> Result<Never, (u8, Errno)> {
     // The command starts with default dispositions and an empty mask.
     // purple-init already reset what the caller ignored; of its own state
     // only SIGPIPE (ignored) and the blocked stop signals (read from a
@@ -105,8 +110,26 @@ fn run(plan: &Plan, prepared: &Prepared) -> Result<Never, (u8, Errno)> {
     restrict_capabilities(&plan.kept_capabilities, plan.ambient_capabilities)
         .map_err(|e| (6, e))?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| (7, e))?;
+    // Landlock needs no_new_privs (it is unprivileged) and goes before
+    // seccomp, so the filter need not allow the landlock_* syscalls.
+    match landlock::apply(&prepared.landlock, plan.landlock) {
+        Ok(outcome) => ChildMessage::Landlock {
+            summary: landlock::describe(&outcome),
+        }
+        .send(status),
+        Err(e) => {
+            // The full reason goes first; PID 1's own report (step and
+            // errno only) follows and is ignored by purple-init.
+            ChildMessage::SetupFailed {
+                step: e.step().to_owned(),
+                detail: e.to_string(),
+            }
+            .send(status);
+            return Err((STEP_LANDLOCK, e.errno()));
+        }
+    }
     // Last, so that nothing Purple itself does runs under the filter.
-    super::syscall_filter::apply(&prepared.filter).map_err(|e| (9, e))?;
+    super::syscall_filter::apply_programs(&prepared.filters).map_err(|e| (9, e))?;
     execute(prepared)
 }
 
