@@ -119,7 +119,13 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
     drop(fds);
     // Step 8: clone into the new namespaces and map ids; the child builds
     // the root and starts the workload.
-    let running = match sandbox::launch(&plan, trees) {
+    // Step 8a: the seccomp programs, compiled once for the command and for
+    // PID 1, before anything is cloned.
+    let filters = match sandbox::Filters::compile(&plan) {
+        Ok(f) => f,
+        Err(e) => return ctx.refused(e.to_string()),
+    };
+    let running = match sandbox::launch(&plan, trees, &filters) {
         Ok(r) => r,
         Err(e) => return ctx.setup_failed(e.to_string()),
     };

@@ -46,7 +46,13 @@ pub const MASKED_PROC_DIRS: &[&str] = &["acpi", "scsi", "asound", "firmware", "d
 pub const READ_ONLY_PROC_DIRS: &[&str] = &["sys", "irq", "bus", "fs"];
 
 /// The child's whole life: set up, then become PID 1. Never returns.
-pub fn run(plan: &Plan, trees: Vec<OwnedFd>, sync: OwnedFd, status: OwnedFd) -> ! {
+pub fn run(
+    plan: &Plan,
+    trees: Vec<OwnedFd>,
+    filters: &super::Filters,
+    sync: OwnedFd,
+    status: OwnedFd,
+) -> ! {
     if let Err(e) = set_up(plan, &trees, &sync, &status) {
         ChildMessage::SetupFailed {
             step: e.step.to_owned(),
@@ -57,7 +63,7 @@ pub fn run(plan: &Plan, trees: Vec<OwnedFd>, sync: OwnedFd, status: OwnedFd) -> 
     }
     drop(trees);
     drop(sync);
-    pid1::run(plan, status)
+    pid1::run(plan, filters, status)
 }
 
 #[derive(Debug)]

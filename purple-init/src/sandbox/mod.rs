@@ -167,7 +167,24 @@ pub struct Running {
 /// Clones the sandbox's first process into new namespaces, maps its ids,
 /// and lets it run. `trees` are the detached mounts made from the caller's
 /// fds, indexed like the plan's `fd_index`.
-pub fn launch(plan: &Plan, trees: Vec<OwnedFd>) -> Result<Running, LaunchError> {
+/// The seccomp programs of one sandbox, compiled once in purple-init before
+/// the clone (the children get them with their copy of its memory).
+#[derive(Debug)]
+pub struct Filters {
+    pub workload: Vec<seccompiler::BpfProgram>,
+    pub reaper: Vec<seccompiler::BpfProgram>,
+}
+
+impl Filters {
+    pub fn compile(plan: &Plan) -> Result<Filters, syscall_filter::FilterError> {
+        Ok(Filters {
+            workload: syscall_filter::compile_policy(&plan.syscalls)?,
+            reaper: syscall_filter::compile_reaper()?,
+        })
+    }
+}
+
+pub fn launch(plan: &Plan, trees: Vec<OwnedFd>, filters: &Filters) -> Result<Running, LaunchError> {
     let (sync_read, sync_write) = pipe2(OFlag::O_CLOEXEC).map_err(|errno| LaunchError::Pipe {
         what: "sync",
         errno,
@@ -185,7 +202,7 @@ pub fn launch(plan: &Plan, trees: Vec<OwnedFd>) -> Result<Running, LaunchError> 
         Cloned::Child => {
             drop(sync_write);
             drop(status_read);
-            child::run(plan, trees, sync_read, status_write)
+            child::run(plan, trees, filters, sync_read, status_write)
         }
         Cloned::Parent { pid, pidfd } => {
             drop(sync_read);

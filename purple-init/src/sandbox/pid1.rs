@@ -17,22 +17,7 @@ use super::{exit_child, workload, ChildMessage};
 use crate::plan::Plan;
 use crate::sys;
 
-pub fn run(plan: &Plan, status: OwnedFd) -> ! {
-    // PID 1 runs under the default profile too (not the policy's own
-    // additions: a `deny` of something the reaper needs must not kill it).
-    let filters = match super::syscall_filter::compile_policy(
-        &purple_common::policy::SyscallPolicy::default(),
-    ) {
-        Ok(filters) => filters,
-        Err(e) => {
-            ChildMessage::SetupFailed {
-                step: "compile the seccomp filter".into(),
-                detail: e.to_string(),
-            }
-            .send(&status);
-            exit_child(1)
-        }
-    };
+pub fn run(plan: &Plan, filters: &super::Filters, status: OwnedFd) -> ! {
     let (exec_read, exec_write) = match pipe2(OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(errno) => fail(&status, "create exec pipe", errno),
@@ -44,7 +29,7 @@ pub fn run(plan: &Plan, status: OwnedFd) -> ! {
             drop(exec_read);
             // The workload reports what Landlock enforced on it; the pipe
             // is close-on-exec, so the command never holds it.
-            workload::exec(plan, exec_write, status)
+            workload::exec(plan, &filters.workload, exec_write, status)
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(errno) => fail(&status, "fork workload", errno),
@@ -56,7 +41,7 @@ pub fn run(plan: &Plan, status: OwnedFd) -> ! {
     if let Err((step, errno)) = shed_privileges(&[status.as_raw_fd(), exec_read.as_raw_fd()]) {
         fail(&status, step, errno);
     }
-    if let Err(errno) = super::syscall_filter::apply_programs(&filters) {
+    if let Err(errno) = super::syscall_filter::apply_programs(&filters.reaper) {
         fail(&status, "install the seccomp filter on PID 1", errno);
     }
 

@@ -899,6 +899,38 @@ pub fn compile_policy(policy: &SyscallPolicy) -> Result<Vec<BpfProgram>, FilterE
     Ok(vec![assemble(arch, decisions)?])
 }
 
+/// What the sandbox's PID 1 calls once it reaps: wait, report over its
+/// pipe, allocate for the report, exit. Everything else fails with ENOSYS.
+/// A short program: cheap to load and to JIT on the start-up path.
+const REAPER_SYSCALLS: &[&str] = &[
+    "wait4",
+    "waitid",
+    "read",
+    "write",
+    "close",
+    "brk",
+    "mmap",
+    "munmap",
+    "mremap",
+    "madvise",
+    "rt_sigreturn",
+    "restart_syscall",
+    "exit",
+    "exit_group",
+];
+
+/// The filter of the sandbox's PID 1 (the reaper), in install order.
+pub fn compile_reaper() -> Result<Vec<BpfProgram>, FilterError> {
+    let arch = audit_arch()?;
+    let mut map = BTreeMap::new();
+    for name in REAPER_SYSCALLS {
+        if let Some(nr) = purple_common::syscalls::number(name) {
+            map.insert(nr, Decision::Always(Action::Allow));
+        }
+    }
+    Ok(vec![assemble(arch, map)?])
+}
+
 /// Installs `programs` on the calling thread, in order. no_new_privs must
 /// be set (seccompiler sets it again). An empty list is refused: a caller
 /// that meant to filter must not run unfiltered.
@@ -2180,49 +2212,5 @@ int main(void) {
         let status = exec_under_filter(&[binary.to_str().unwrap()]);
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(exit_code(status), Some(0), "raw wait status {status:#x}");
-    }
-
-    /// The per-syscall cost on a tight getppid loop, with and without the
-    /// filter. Run with `cargo test -p purple-init -- --ignored --nocapture
-    /// getppid_overhead`.
-    #[test]
-    #[ignore = "benchmark"]
-    fn getppid_overhead() {
-        const ROUNDS: u32 = 2_000_000;
-        let measure = |programs: Option<&[BpfProgram]>| {
-            let mut fds = [0i32; 2];
-            // SAFETY: pipe writes two descriptors into the array.
-            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-            let status = in_child(programs, || {
-                let start = std::time::Instant::now();
-                for _ in 0..ROUNDS {
-                    let _ = sys(n("getppid"), [0; 6]);
-                }
-                let nanos = (start.elapsed().as_nanos() / u128::from(ROUNDS)) as u64;
-                // SAFETY: writes 8 bytes from a local to the pipe.
-                unsafe { libc::write(fds[1], (&nanos as *const u64).cast(), 8) };
-                0
-            });
-            assert_eq!(exit_code(status), Some(0));
-            let mut nanos = 0u64;
-            // SAFETY: reads 8 bytes into a local; then closes both ends.
-            unsafe {
-                libc::read(fds[0], (&mut nanos as *mut u64).cast(), 8);
-                libc::close(fds[0]);
-                libc::close(fds[1]);
-            }
-            nanos
-        };
-        let none = measure(None);
-        let allow_all = measure(Some(&[vec![ret(Action::Allow)]]));
-        let profile = compile_policy(&SyscallPolicy::default()).unwrap();
-        let filtered = measure(Some(&profile));
-        let deny = compile_policy(&policy(&[], &["getppid"], SyscallAction::Errno)).unwrap();
-        let refused = measure(Some(&deny));
-        println!(
-            "getppid: {none} ns without a filter, {allow_all} ns under a one-instruction \
-             allow-all filter, {filtered} ns under the profile, {refused} ns when denied \
-             (the program runs and returns EPERM)"
-        );
     }
 }

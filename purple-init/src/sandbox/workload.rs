@@ -36,8 +36,13 @@ pub const STEP_LOADER_MISSING: u8 = 8;
 /// Runs in the forked workload process; never returns. On failure the step
 /// and errno go to PID 1 through `exec_error`, and the process exits 127
 /// (not found) or 126.
-pub fn exec(plan: &Plan, exec_error: OwnedFd, status: OwnedFd) -> ! {
-    let (step, errno) = match prepare(plan)
+pub fn exec(
+    plan: &Plan,
+    filters: &[seccompiler::BpfProgram],
+    exec_error: OwnedFd,
+    status: OwnedFd,
+) -> ! {
+    let (step, errno) = match prepare(plan, filters)
         .map_err(|e| (1, e))
         .and_then(|prepared| run(plan, &prepared, &status))
     {
@@ -63,7 +68,7 @@ struct Prepared {
     search_path: Vec<String>,
 }
 
-fn prepare(plan: &Plan) -> Result<Prepared, Errno> {
+fn prepare(plan: &Plan, filters: &[seccompiler::BpfProgram]) -> Result<Prepared, Errno> {
     let to_c = |s: &String| CString::new(s.as_bytes()).map_err(|_| Errno::EINVAL);
     let argv = plan.argv.iter().map(to_c).collect::<Result<Vec<_>, _>>()?;
     let env = plan.env.iter().map(to_c).collect::<Result<Vec<_>, _>>()?;
@@ -72,8 +77,7 @@ fn prepare(plan: &Plan) -> Result<Prepared, Errno> {
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or("/usr/bin:/bin");
-    let filters =
-        super::syscall_filter::compile_policy(&plan.syscalls).map_err(|_| Errno::EINVAL)?;
+    let filters = filters.to_vec();
     Ok(Prepared {
         filters,
         landlock: landlock::LandlockPlan::from_plan(plan),
