@@ -176,10 +176,9 @@ const GUARANTEES: &[(&str, bool)] = &[
     ("loopback-only network", true),
     ("wall-clock timeout (--timeout)", true),
     (
-        "seccomp: terminal injection (TIOCSTI, TIOCLINUX) and foreign ABIs (i386, x32) refused",
+        "seccomp: default-deny syscall profile on the command and PID 1 (namespaces, mount, ptrace, bpf, io_uring, keyrings, TIOCSTI, foreign ABIs refused)",
         true,
     ),
-    ("seccomp: default-deny syscall profile", false),
     ("Landlock filesystem rules from the mount plan, abstract-socket and signal scoping (best-effort by default)", true),
     (
         "cgroup limits: --memory, --pids, --cpus (refused until enforced)",
