@@ -41,6 +41,15 @@ pub fn run(plan: &Plan, filters: &super::Filters, status: OwnedFd) -> ! {
     if let Err((step, errno)) = shed_privileges(&[status.as_raw_fd(), exec_read.as_raw_fd()]) {
         fail(&status, step, errno);
     }
+    // Under the reaper filter a fault handler could not even reset itself
+    // (sigaction gets ENOSYS) and would fault forever: let a fault kill
+    // PID 1 instead, which ends the sandbox and is reported.
+    if let Err(errno) = crate::sys::set_signal_dispositions(
+        [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGABRT],
+        libc::SIG_DFL,
+    ) {
+        fail(&status, "reset fault signals", errno);
+    }
     if let Err(errno) = super::syscall_filter::apply_programs(&filters.reaper) {
         fail(&status, "install the seccomp filter on PID 1", errno);
     }
