@@ -11,7 +11,7 @@
 use purple_tests::*;
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::CStr;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
@@ -64,30 +64,6 @@ fn gid_of(caller: Caller) -> u32 {
 /// A workspace directory writable by the sandbox's mapped uid.
 fn workspace_for(caller: Caller) -> tempfile::TempDir {
     private_dir(caller.sandbox_uid(), gid_of(caller))
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status: {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-        out.status,
-        stdout(out),
-        stderr(out)
-    )
-}
-
-fn collect<R: Read + Send + 'static>(mut r: R) -> (Arc<Mutex<Vec<u8>>>, JoinHandle<()>) {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let b = Arc::clone(&buf);
-    let t = std::thread::spawn(move || {
-        let mut chunk = [0u8; 65536];
-        loop {
-            match r.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => b.lock().unwrap().extend_from_slice(&chunk[..n]),
-            }
-        }
-    });
-    (buf, t)
 }
 
 enum Input {

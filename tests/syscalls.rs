@@ -31,12 +31,10 @@
 
 use purple_tests::*;
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long any single supervisor run may take before the test gives up.
@@ -48,30 +46,6 @@ const EXIT_SIGSYS: i32 = 128 + libc::SIGSYS;
 // ---------------------------------------------------------------------------
 // Running sandboxes with a deadline
 // ---------------------------------------------------------------------------
-
-fn show(out: &Output) -> String {
-    format!(
-        "status: {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-        out.status,
-        stdout(out),
-        stderr(out)
-    )
-}
-
-fn collect<R: Read + Send + 'static>(mut r: R) -> (Arc<Mutex<Vec<u8>>>, JoinHandle<()>) {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let b = Arc::clone(&buf);
-    let t = std::thread::spawn(move || {
-        let mut chunk = [0u8; 65536];
-        loop {
-            match r.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => b.lock().unwrap().extend_from_slice(&chunk[..n]),
-            }
-        }
-    });
-    (buf, t)
-}
 
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

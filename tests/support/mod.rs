@@ -231,3 +231,34 @@ pub fn leftovers() -> (usize, usize) {
         .count();
     (inits, mounts)
 }
+
+/// Exit status, stdout and stderr of a run, for assertion messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "status: {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    )
+}
+
+/// Reads `r` to its end on a thread; the bytes gather in the shared buffer.
+pub fn collect<R: std::io::Read + Send + 'static>(
+    mut r: R,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    std::thread::JoinHandle<()>,
+) {
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let b = std::sync::Arc::clone(&buf);
+    let t = std::thread::spawn(move || {
+        let mut chunk = [0u8; 65536];
+        loop {
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => b.lock().unwrap().extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    (buf, t)
+}
