@@ -18,7 +18,7 @@ use crate::policy::Policy;
 use crate::values::AbsPath;
 
 /// Bumped whenever a message changes shape; both sides must match exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest request purple-init reads. Bounds argv + env + policy: a request
 /// over it is refused before anything is decoded.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;

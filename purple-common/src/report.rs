@@ -38,6 +38,10 @@ pub enum Outcome {
     /// The seccomp filter killed the command (SIGSYS): a syscall the policy
     /// denies with action "kill", or one of a foreign ABI. Exit code 159.
     SeccompViolation,
+    /// The memory limit killed a process (the cgroup's OOM killer) and the
+    /// command did not succeed. `exit_code` is the command's own (137 when
+    /// it was the one killed).
+    Oom,
 }
 
 impl Outcome {
@@ -52,6 +56,7 @@ impl Outcome {
             Outcome::NotExecutable => "not_executable",
             Outcome::Refused => "refused",
             Outcome::SetupFailed => "setup_failed",
+            Outcome::Oom => "oom",
         }
     }
 }
@@ -74,6 +79,57 @@ pub struct ExitReport {
     pub message: Option<String>,
     /// What was actually enforced; absent when nothing was set up.
     pub isolation: Option<Isolation>,
+    /// What the sandbox used, read from its cgroup; absent when no cgroup
+    /// was applied or nothing ran.
+    pub usage: Option<Usage>,
+    /// Limits the sandbox ran into (counted even when the run went on).
+    pub limit_events: LimitEvents,
+    /// The limit that ended the run, when one did: `memory`, `timeout`,
+    /// `cpu_time` or `file_size`.
+    pub limit_hit: Option<String>,
+}
+
+/// Resource usage of the whole sandbox. A field is absent when this host's
+/// cgroup does not report it (e.g. `pids_peak` before Linux 6.1 on v2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub memory_peak_bytes: Option<u64>,
+    pub cpu_user_ms: Option<u64>,
+    pub cpu_system_ms: Option<u64>,
+    pub pids_peak: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitEvents {
+    /// Processes the memory limit's OOM killer ended.
+    pub oom_kills: u64,
+    /// fork/clone calls refused because the pids limit was reached.
+    pub pids_limit_hits: u64,
+}
+
+/// The limits the sandbox actually ran under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedLimits {
+    /// Where the cgroup limits came from: `cgroup v1`, `cgroup v2`, or
+    /// `none: <why>` (best-effort mode on a host without usable cgroups).
+    pub cgroup: String,
+    /// The sandbox's cgroup, relative to the hierarchy root.
+    pub cgroup_path: Option<String>,
+    pub memory_bytes: Option<u64>,
+    pub memory_high_bytes: Option<u64>,
+    /// Swap the sandbox may use beyond `memory_bytes`: 0, or absent when the
+    /// host cannot bound it (no swap accounting; then `swap_note` says so).
+    pub swap_bytes: Option<u64>,
+    pub swap_note: Option<String>,
+    pub pids: Option<u32>,
+    /// CPUs of bandwidth, in thousandths (500 = half a CPU).
+    pub millicpus: Option<u32>,
+    pub cpu_weight: Option<u32>,
+    /// Per-process limits (setrlimit), set on every sandbox.
+    pub cpu_time_s: Option<u64>,
+    pub open_files: u64,
+    pub file_size_bytes: Option<u64>,
+    pub core_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,5 +181,7 @@ pub struct Isolation {
     /// (e.g. `not applied: policy mode best-effort, not built yet`).
     pub seccomp: String,
     pub landlock: String,
+    /// One line: the cgroup version and path, or why there is none.
     pub cgroup: String,
+    pub limits: Option<AppliedLimits>,
 }

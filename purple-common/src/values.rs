@@ -135,6 +135,36 @@ impl ByteSize {
     pub fn bytes(self) -> u64 {
         self.0
     }
+
+    /// For messages: `256 MiB`, `1.5 GiB`, `4096 bytes`.
+    pub fn human(self) -> String {
+        const UNITS: [(u64, &str); 4] = [
+            (1 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ];
+        for (size, unit) in UNITS {
+            if self.0 >= size {
+                let value = self.0 as f64 / size as f64;
+                return if self.0.is_multiple_of(size) {
+                    format!("{} {unit}", self.0 / size)
+                } else {
+                    format!("{value:.1} {unit}")
+                };
+            }
+        }
+        format!("{} bytes", self.0)
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn human_sizes() {
+    assert_eq!(ByteSize(256 << 20).human(), "256 MiB");
+    assert_eq!(ByteSize(3 << 29).human(), "1.5 GiB");
+    assert_eq!(ByteSize(4096).human(), "4 KiB");
+    assert_eq!(ByteSize(100).human(), "100 bytes");
 }
 
 impl FromStr for ByteSize {
@@ -297,8 +327,17 @@ pub struct CpuQuota {
 }
 
 impl CpuQuota {
+    pub const ONE: CpuQuota = CpuQuota { millicpus: 1000 };
+
     pub fn millicpus(self) -> u32 {
         self.millicpus
+    }
+
+    /// `n` whole CPUs, clamped to the accepted range (1 to 1024).
+    pub fn whole(n: u32) -> CpuQuota {
+        CpuQuota {
+            millicpus: n.clamp(1, 1024) * 1000,
+        }
     }
 }
 

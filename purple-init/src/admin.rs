@@ -11,6 +11,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use purple_common::capability::Capability;
+use purple_common::policy::{parse::MAX_PIDS, CPU_WEIGHT_RANGE, OPEN_FILES_RANGE};
+use purple_common::values::{ByteSize, CpuQuota, Timeout};
 use serde::Deserialize;
 
 pub const DEFAULT_ADMIN_CONFIG: &str = "/etc/purple/purple.toml";
@@ -39,6 +41,137 @@ pub enum AdminConfigError {
 pub struct AdminConfig {
     pub identity: IdentityConfig,
     pub capabilities: CapabilityConfig,
+    /// Limits a sandbox gets when its policy leaves them out.
+    pub defaults: LimitDefaults,
+    /// The most an unprivileged caller may ask for (root callers are not
+    /// bounded by these; they could edit this file anyway).
+    pub maxima: LimitMaxima,
+    pub cgroup: CgroupConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitDefaults {
+    #[serde(deserialize_with = "loose::value")]
+    pub memory: ByteSize,
+    pub pids: u32,
+    #[serde(deserialize_with = "loose::value")]
+    pub cpus: CpuQuota,
+    pub cpu_weight: u32,
+    pub open_files: u32,
+    #[serde(deserialize_with = "loose::optional")]
+    pub file_size: Option<ByteSize>,
+}
+
+impl Default for LimitDefaults {
+    fn default() -> Self {
+        LimitDefaults {
+            memory: ByteSize::from_bytes(1 << 30),
+            pids: 256,
+            cpus: CpuQuota::ONE,
+            cpu_weight: 100,
+            open_files: 4096,
+            file_size: Some(ByteSize::from_bytes(8 << 30)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitMaxima {
+    #[serde(deserialize_with = "loose::value")]
+    pub memory: ByteSize,
+    pub pids: u32,
+    /// Absent: the number of online CPUs.
+    #[serde(deserialize_with = "loose::optional")]
+    pub cpus: Option<CpuQuota>,
+    pub cpu_weight: u32,
+    /// Absent: no bound (and no timeout unless the caller asks for one).
+    #[serde(deserialize_with = "loose::optional")]
+    pub timeout: Option<Timeout>,
+    #[serde(deserialize_with = "loose::optional")]
+    pub cpu_time: Option<Timeout>,
+    /// Each tmpfs the policy mounts (/tmp included).
+    #[serde(deserialize_with = "loose::value")]
+    pub tmpfs: ByteSize,
+    pub open_files: u32,
+    #[serde(deserialize_with = "loose::optional")]
+    pub file_size: Option<ByteSize>,
+}
+
+impl Default for LimitMaxima {
+    fn default() -> Self {
+        LimitMaxima {
+            memory: ByteSize::from_bytes(16 << 30),
+            pids: 4096,
+            cpus: None,
+            cpu_weight: 100,
+            timeout: None,
+            cpu_time: None,
+            tmpfs: ByteSize::from_bytes(4 << 30),
+            open_files: 65_536,
+            file_size: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgroupConfig {
+    /// Where sandbox cgroups go, relative to each hierarchy's root.
+    pub parent: String,
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        CgroupConfig {
+            parent: "purple".into(),
+        }
+    }
+}
+
+/// Values that read as TOML numbers or strings (`memory = "1G"` or
+/// `memory = 1073741824`, `cpus = 0.5` or `cpus = "0.5"`), through the
+/// same `FromStr` checks as the policy's.
+mod loose {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Loose {
+        Integer(i64),
+        Float(f64),
+        Text(String),
+    }
+
+    impl Loose {
+        fn text(self) -> String {
+            match self {
+                Loose::Integer(i) => i.to_string(),
+                Loose::Float(f) => f.to_string(),
+                Loose::Text(s) => s,
+            }
+        }
+    }
+
+    pub fn value<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: std::str::FromStr<Err = purple_common::values::ValueError>,
+    {
+        Loose::deserialize(d)?
+            .text()
+            .parse()
+            .map_err(|e: purple_common::values::ValueError| serde::de::Error::custom(e.0))
+    }
+
+    pub fn optional<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: std::str::FromStr<Err = purple_common::values::ValueError>,
+    {
+        value(d).map(Some)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -155,7 +288,79 @@ pub fn parse(text: &str) -> Result<AdminConfig, String> {
             "identity.root_maps_to must not be 0: a root caller never maps to host root".into(),
         );
     }
+    check_limits(&config)?;
+    crate::cgroup::check_parent(&config.cgroup.parent).map_err(|e| e.to_string())?;
     Ok(config)
+}
+
+/// Ranges, and every default within its maximum.
+fn check_limits(config: &AdminConfig) -> Result<(), String> {
+    let (d, m) = (&config.defaults, &config.maxima);
+    let in_range = |key: &str, value: u32, range: std::ops::RangeInclusive<u32>| {
+        if range.contains(&value) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{key} = {value} is out of range ({} to {})",
+                range.start(),
+                range.end()
+            ))
+        }
+    };
+    in_range("defaults.pids", d.pids, 1..=MAX_PIDS)?;
+    in_range("maxima.pids", m.pids, 1..=MAX_PIDS)?;
+    in_range("defaults.cpu_weight", d.cpu_weight, CPU_WEIGHT_RANGE)?;
+    in_range("maxima.cpu_weight", m.cpu_weight, CPU_WEIGHT_RANGE)?;
+    in_range("defaults.open_files", d.open_files, OPEN_FILES_RANGE)?;
+    in_range("maxima.open_files", m.open_files, OPEN_FILES_RANGE)?;
+    let above = |key: &str, default: String, max: String| {
+        Err(format!(
+            "defaults.{key} ({default}) is above maxima.{key} ({max})"
+        ))
+    };
+    if d.memory > m.memory {
+        return above("memory", d.memory.to_string(), m.memory.to_string());
+    }
+    if d.pids > m.pids {
+        return above("pids", d.pids.to_string(), m.pids.to_string());
+    }
+    if let Some(max) = m.cpus {
+        if d.cpus > max {
+            return above("cpus", d.cpus.to_string(), max.to_string());
+        }
+    }
+    if d.cpu_weight > m.cpu_weight {
+        return above(
+            "cpu_weight",
+            d.cpu_weight.to_string(),
+            m.cpu_weight.to_string(),
+        );
+    }
+    if d.open_files > m.open_files {
+        return above(
+            "open_files",
+            d.open_files.to_string(),
+            m.open_files.to_string(),
+        );
+    }
+    if let Some(max) = m.file_size {
+        match d.file_size {
+            Some(default) if default <= max => {}
+            other => {
+                return above(
+                    "file_size",
+                    other.map_or("no limit".into(), |s| s.to_string()),
+                    max.to_string(),
+                )
+            }
+        }
+    }
+    if let Some(cpu_time) = m.cpu_time {
+        if cpu_time.millis() < 1000 || cpu_time.millis() % 1000 != 0 {
+            return Err("maxima.cpu_time must be whole seconds, at least 1s".into());
+        }
+    }
+    Ok(())
 }
 
 trait NoFollow {
@@ -183,6 +388,48 @@ mod tests {
         assert!(parse("[identity]\nroot_maps_to = 0\n").is_err());
         assert!(parse("[nope]\n").is_err());
         assert!(parse("[capabilities]\nallow_extra = [\"CAP_FLY\"]\n").is_err());
+    }
+
+    #[test]
+    fn limits_read_as_numbers_or_strings() {
+        let c = parse(
+            "[defaults]\nmemory = \"512M\"\ncpus = 0.5\npids = 64\n\
+             [maxima]\nmemory = 2147483648\ncpus = \"2\"\ntimeout = \"1h\"\ncpu_time = 60\n\
+             [cgroup]\nparent = \"system.slice/purple.service\"\n",
+        );
+        let Ok(c) = c else { unreachable!("{c:?}") };
+        assert_eq!(c.defaults.memory.bytes(), 512 << 20);
+        assert_eq!(c.defaults.cpus.millicpus(), 500);
+        assert_eq!(c.maxima.memory.bytes(), 2 << 30);
+        assert_eq!(c.maxima.cpus.map(CpuQuota::millicpus), Some(2000));
+        assert_eq!(c.maxima.timeout.map(Timeout::millis), Some(3_600_000));
+        assert_eq!(c.maxima.cpu_time.map(Timeout::millis), Some(60_000));
+        assert_eq!(c.cgroup.parent, "system.slice/purple.service");
+    }
+
+    #[test]
+    fn inconsistent_limits_are_refused() {
+        for (text, needle) in [
+            (
+                "[defaults]\nmemory = \"4G\"\n[maxima]\nmemory = \"1G\"\n",
+                "defaults.memory",
+            ),
+            ("[defaults]\npids = 0\n", "defaults.pids"),
+            ("[maxima]\ncpu_weight = 20000\n", "maxima.cpu_weight"),
+            (
+                "[defaults]\ncpus = 4\n[maxima]\ncpus = 2\n",
+                "defaults.cpus",
+            ),
+            ("[maxima]\nfile_size = \"1G\"\n", "defaults.file_size"),
+            ("[defaults]\nmemory = \"lots\"\n", "lots"),
+            ("[cgroup]\nparent = \"../escape\"\n", "parent"),
+            ("[maxima]\ncpu_time = \"1500ms\"\n", "cpu_time"),
+        ] {
+            match parse(text) {
+                Err(e) => assert!(e.contains(needle), "{text}: {e}"),
+                Ok(c) => unreachable!("{text} was accepted: {c:?}"),
+            }
+        }
     }
 
     #[test]

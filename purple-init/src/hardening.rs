@@ -61,9 +61,12 @@ const KEPT_CAPABILITIES: &[caps::Capability] = &[
 
 pub fn sanitize_process() -> Result<StartState, HardeningError> {
     // First the parent-death signal (execve of a setuid binary cleared it):
-    // if the supervisor dies, purple-init and so the sandbox die with it.
+    // if the supervisor dies, purple-init ends the sandbox. SIGTERM, not
+    // SIGKILL: it is one of the stop signals, blocked below and read from
+    // a signalfd, so purple-init kills the sandbox and removes its cgroup
+    // instead of dying with the cgroup left behind.
     let parent = nix::unistd::getppid();
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys_err("prctl PR_SET_PDEATHSIG"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(sys_err("prctl PR_SET_PDEATHSIG"))?;
     if nix::unistd::getppid() != parent || parent.as_raw() == 1 {
         return Err(HardeningError::ParentGone);
     }
@@ -176,19 +179,36 @@ fn reset_signals() -> Result<(), HardeningError> {
         .map_err(sys_err("set signal mask"))
 }
 
+/// Kept in the permitted set only, and raised just around the cgroup step:
+/// the root directory of a cgroup v1 hierarchy is mode 0555, so creating
+/// the Purple parent there needs it (and nothing else does).
+const CGROUP_CAPABILITY: caps::Capability = caps::Capability::CAP_DAC_OVERRIDE;
+
 fn keep_only_needed_capabilities() -> Result<(), HardeningError> {
     let keep: caps::CapsHashSet = KEPT_CAPABILITIES.iter().copied().collect();
+    let mut permitted = keep.clone();
+    permitted.insert(CGROUP_CAPABILITY);
     let cap_err = |e: caps::errors::CapsError| HardeningError::Capabilities(e.to_string());
     for cap in caps::all() {
-        if !keep.contains(&cap) {
+        if !permitted.contains(&cap) {
             caps::drop(None, caps::CapSet::Bounding, cap).map_err(cap_err)?;
         }
     }
     caps::clear(None, caps::CapSet::Ambient).map_err(cap_err)?;
     caps::clear(None, caps::CapSet::Inheritable).map_err(cap_err)?;
     caps::set(None, caps::CapSet::Effective, &keep).map_err(cap_err)?;
-    caps::set(None, caps::CapSet::Permitted, &keep).map_err(cap_err)?;
+    caps::set(None, caps::CapSet::Permitted, &permitted).map_err(cap_err)?;
     Ok(())
+}
+
+/// Runs `step` (the cgroup's creation) with CAP_DAC_OVERRIDE effective,
+/// and lowers it again whatever the step returned.
+pub fn with_cgroup_privilege<T>(step: impl FnOnce() -> T) -> Result<T, HardeningError> {
+    let cap_err = |e: caps::errors::CapsError| HardeningError::Capabilities(e.to_string());
+    caps::raise(None, caps::CapSet::Effective, CGROUP_CAPABILITY).map_err(cap_err)?;
+    let result = step();
+    caps::drop(None, caps::CapSet::Effective, CGROUP_CAPABILITY).map_err(cap_err)?;
+    Ok(result)
 }
 
 /// After the sandbox is started purple-init needs no capability at all.

@@ -6,7 +6,9 @@
 //! forks and clones.
 
 mod admin;
+mod cgroup;
 mod hardening;
+mod limits;
 mod plan;
 mod report;
 mod request;
@@ -86,7 +88,24 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
         Ok(b) => b,
         Err(e) => return ctx.refused(e.to_string()),
     };
-    // Step 5: the plan, as data. Nothing has been created yet.
+    // Step 5: the limits: the policy's, within the admin's maxima, the
+    // admin's defaults for the rest. Still nothing created.
+    let caller = if state.real_uid == 0 {
+        limits::Caller::Root
+    } else {
+        limits::Caller::Unprivileged
+    };
+    let limits = match limits::resolve(
+        &request.policy,
+        &admin,
+        caller,
+        limits::online_cpus(),
+        &config_path.to_string_lossy(),
+    ) {
+        Ok(l) => l,
+        Err(e) => return ctx.refused(e.to_string()),
+    };
+    // Step 6: the plan, as data. Nothing has been created yet.
     let identity = sandbox_identity(state, &admin);
     // A root caller runs as the admin's unprivileged id: name it after that
     // id, not after root.
@@ -99,46 +118,119 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
     } else {
         plan::sanitize_user_name(&request.user_name)
     };
-    let plan = match plan::build(&request.policy, &request.argv, &binds, identity, &user_name) {
+    let plan = match plan::build(
+        &request.policy,
+        &request.argv,
+        &binds,
+        identity,
+        &user_name,
+        &limits,
+    ) {
         Ok(p) => p,
         Err(e) => return ctx.refused(e.to_string()),
     };
-    // Step 6: a root caller must not carry root's supplementary groups into
+    // Step 7: a root caller must not carry root's supplementary groups into
     // the sandbox (a non-root caller keeps its own: they are its rights).
     if state.real_uid == 0 {
         if let Err(e) = nix::unistd::setgroups(&[]) {
             return ctx.refused(format!("clearing supplementary groups: {e}"));
         }
     }
-    // Step 7: detached copies of the caller's trees, with their mount flags,
+    // Step 8: detached copies of the caller's trees, with their mount flags,
     // made here in the host's mount namespace (the child cannot reach it).
     let trees = match clone_bind_trees(&plan, &fds) {
         Ok(t) => t,
         Err(e) => return ctx.setup_failed(e.to_string()),
     };
     drop(fds);
-    // Step 8: clone into the new namespaces and map ids; the child builds
-    // the root and starts the workload.
-    // Step 8a: the seccomp programs, compiled once for the command and for
+    // Step 9: the seccomp programs, compiled once for the command and for
     // PID 1, before anything is cloned.
     let filters = match sandbox::Filters::compile(&plan) {
         Ok(f) => f,
         Err(e) => return ctx.refused(e.to_string()),
     };
-    let running = match sandbox::launch(&plan, trees, &filters) {
+    // Step 10: the cgroup, with every limit written, before the sandbox's
+    // first process exists (and stale ones of dead owners swept first).
+    // Dropping `cgroup` on any return below removes it.
+    let created =
+        match hardening::with_cgroup_privilege(|| create_cgroup(&admin, &plan, sandbox_id)) {
+            Ok(created) => created,
+            Err(e) => return ctx.setup_failed(e.to_string()),
+        };
+    let (mut cgroup, cgroup_line) = match created {
+        Ok(CgroupState::Applied(cg)) => {
+            let line = format!("{} {}", cg.version(), cg.path());
+            (Some(cg), line)
+        }
+        Ok(CgroupState::Skipped(why)) => (None, format!("none: {why}")),
+        Err(e) => {
+            return ctx.refused(format!(
+                "the cgroup limits cannot be enforced on this host: {e} \
+                 (resources.mode = \"best-effort\" runs without them)"
+            ))
+        }
+    };
+    // Step 11: clone into the new namespaces, place the child in the
+    // cgroup, map ids; the child builds the root and starts the workload.
+    let running = match sandbox::launch(&plan, trees, &filters, cgroup.as_ref()) {
         Ok(r) => r,
         Err(e) => return ctx.setup_failed(e.to_string()),
     };
-    // Step 9: init needs no capability from here on.
+    // Step 12: init needs no capability from here on (removing the cgroup
+    // needs none: root owns it).
     if let Err(e) = hardening::drop_all_capabilities() {
         let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
         return ctx.setup_failed(e.to_string());
     }
-    // Step 10: wait, enforcing the timeout, then report.
+    // Step 13: wait, enforcing the timeout; then read the cgroup's counters
+    // and remove it (PID 1 is reaped, so the pid namespace is empty), and
+    // report.
     let timeout = plan.timeout_ms.map(std::time::Duration::from_millis);
-    match supervise::wait(running, timeout) {
-        Ok((ending, landlock)) => ctx.ended(ending, &plan, &request.policy, landlock),
+    let waited = supervise::wait(running, timeout);
+    let resources = report::ResourceOutcome {
+        cgroup_line,
+        cgroup_path: cgroup.as_ref().map(cgroup::SandboxCgroup::path),
+        swap: cgroup.as_ref().map(|c| c.swap().clone()),
+        counters: cgroup.as_ref().map(cgroup::SandboxCgroup::counters),
+        cleanup_error: cgroup
+            .as_mut()
+            .and_then(|c| c.remove().err())
+            .map(|e| e.to_string()),
+    };
+    match waited {
+        Ok((ending, landlock)) => ctx.ended(ending, &plan, &request.policy, landlock, &resources),
         Err(e) => ctx.setup_failed(e.to_string()),
+    }
+}
+
+enum CgroupState {
+    Applied(cgroup::SandboxCgroup),
+    /// Best-effort mode on a host without usable cgroups: why.
+    Skipped(String),
+}
+
+/// Finds the hierarchy, sweeps cgroups whose owner died, and creates this
+/// sandbox's, named after its id and this process (pid and start time), so
+/// a later run can tell whether its owner is still alive.
+fn create_cgroup(
+    admin: &admin::AdminConfig,
+    plan: &plan::Plan,
+    sandbox_id: &str,
+) -> Result<CgroupState, cgroup::CgroupError> {
+    let best_effort = plan.limits.mode == purple_common::policy::ResourceMode::BestEffort;
+    let layout = match cgroup::layout::Layout::of_this_host() {
+        Ok(layout) => layout,
+        Err(e) if best_effort => return Ok(CgroupState::Skipped(e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    let parent = &admin.cgroup.parent;
+    cgroup::stale::sweep(&layout, parent);
+    let start = cgroup::stale::start_time_of("self").unwrap_or_default();
+    let name = cgroup::stale::sandbox_name(sandbox_id, std::process::id(), start);
+    match cgroup::SandboxCgroup::create(layout, parent, &name, &plan.limits.cgroup) {
+        Ok(cg) => Ok(CgroupState::Applied(cg)),
+        Err(e) if best_effort => Ok(CgroupState::Skipped(e.to_string())),
+        Err(e) => Err(e),
     }
 }
 

@@ -12,6 +12,8 @@ use purple_common::capability::Capability;
 use purple_common::policy::{LandlockMode, Policy, WORKSPACE_PATH};
 use purple_common::values::AbsPath;
 
+use crate::limits::ResolvedLimits;
+
 /// What the sandbox runs as: one host id, mapped to the same id inside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
@@ -71,6 +73,8 @@ pub struct Plan {
     pub kept_capabilities: Vec<Capability>,
     pub ambient_capabilities: bool,
     pub timeout_ms: Option<u64>,
+    /// Every limit of the sandbox: cgroup, rlimits, timeout.
+    pub limits: ResolvedLimits,
     /// `[landlock] mode`, applied by the workload.
     pub landlock: LandlockMode,
     /// `[syscalls]`, compiled into the workload's seccomp filter.
@@ -108,6 +112,7 @@ pub fn build(
     binds: &[InspectedBind],
     identity: Identity,
     user_name: &str,
+    limits: &ResolvedLimits,
 ) -> Result<Plan, PlanError> {
     let mut mounts = Vec::with_capacity(binds.len() + policy.filesystem.tmpfs.len());
     for bind in binds {
@@ -132,7 +137,9 @@ pub fn build(
             tmpfs.path.clone(),
             MountStep::Tmpfs {
                 destination: tmpfs.path.clone(),
-                size_bytes: tmpfs.size.bytes(),
+                // tmpfs pages are charged to the sandbox's memory: a tmpfs
+                // larger than the memory limit could never be filled.
+                size_bytes: tmpfs.size.bytes().min(limits.cgroup.memory_max),
                 mode: 0o1777,
                 mountpoint: Mountpoint::CreateDir,
             },
@@ -201,7 +208,8 @@ pub fn build(
         env: environment(policy, user_name, home),
         kept_capabilities: policy.capabilities.kept(),
         ambient_capabilities: policy.capabilities.ambient,
-        timeout_ms: policy.resources.timeout.map(|t| t.millis()),
+        timeout_ms: limits.timeout_ms,
+        limits: *limits,
         landlock: policy.landlock.mode,
         syscalls: policy.syscalls.clone(),
     })
@@ -312,7 +320,14 @@ mod tests {
     };
 
     fn plan(binds: &[InspectedBind]) -> Result<Plan, PlanError> {
-        build(&Policy::default(), &["true".into()], binds, ID, "alice")
+        build(
+            &Policy::default(),
+            &["true".into()],
+            binds,
+            ID,
+            "alice",
+            &crate::limits::defaults_for_tests(),
+        )
     }
 
     fn destinations(plan: &Plan) -> Vec<(String, Mountpoint)> {
@@ -380,8 +395,15 @@ mod tests {
             "FOO".parse().unwrap_or_else(|_| unreachable!()),
             "bar".into(),
         );
-        let plan = build(&policy, &["true".into()], &[], ID, "alice")
-            .unwrap_or_else(|e| unreachable!("{e}"));
+        let plan = build(
+            &policy,
+            &["true".into()],
+            &[],
+            ID,
+            "alice",
+            &crate::limits::defaults_for_tests(),
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
         assert!(plan.env.contains(&"PATH=/opt/bin".to_owned()));
         assert!(plan.env.contains(&"FOO=bar".to_owned()));
         assert!(plan.env.contains(&"LANG=C.UTF-8".to_owned()));

@@ -3,14 +3,17 @@
 
 use purple_common::policy::{LandlockMode, Policy};
 use purple_common::report::{
-    CapabilitySets, ExitReport, IdMapping, Isolation, MountRecord, Outcome, EXIT_NOT_EXECUTABLE,
-    EXIT_NOT_FOUND, EXIT_PURPLE_FAILED, EXIT_TIMEOUT, REPORT_SCHEMA_VERSION,
+    AppliedLimits, CapabilitySets, ExitReport, IdMapping, Isolation, MountRecord, Outcome,
+    EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PURPLE_FAILED, EXIT_TIMEOUT, REPORT_SCHEMA_VERSION,
 };
 
+use crate::cgroup::counters::Counters;
+use crate::cgroup::SwapBound;
 use crate::plan::{MountStep, Plan};
 use crate::sandbox::child::{MASKED_PROC_DIRS, MASKED_PROC_FILES, READ_ONLY_PROC_DIRS};
 use crate::sandbox::{ChildMessage, NAMESPACES};
 use crate::supervise::Ending;
+use purple_common::values::ByteSize;
 
 pub struct ReportContext<'a> {
     pub sandbox_id: &'a str,
@@ -30,6 +33,9 @@ impl ReportContext<'_> {
             wall_time_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             message: None,
             isolation: None,
+            usage: None,
+            limit_events: Default::default(),
+            limit_hit: None,
         }
     }
 
@@ -55,6 +61,7 @@ impl ReportContext<'_> {
         plan: &Plan,
         policy: &Policy,
         landlock: Option<String>,
+        resources: &ResourceOutcome,
     ) -> ExitReport {
         let mut report = match ending {
             Ending::Reported(ChildMessage::Exited { code }) => self.base(Outcome::Exited, code),
@@ -140,13 +147,108 @@ impl ReportContext<'_> {
                 ..self.base(Outcome::Interrupted, 128 + signal)
             },
         };
-        report.isolation = Some(isolation(plan, policy, landlock));
+        apply_resources(&mut report, plan, resources);
+        report.isolation = Some(isolation(plan, policy, landlock, resources));
         report
     }
 }
 
+/// What the cgroup side of a sandbox came to.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceOutcome {
+    /// `v1 /purple/ID@PID.START`, or `none: why` in best-effort mode.
+    pub cgroup_line: String,
+    pub cgroup_path: Option<String>,
+    pub swap: Option<SwapBound>,
+    pub counters: Option<Counters>,
+    /// Set when the cgroup could not be removed (the next run will).
+    pub cleanup_error: Option<String>,
+}
+
+/// Usage, limit events, and which limit ended the run. OOM wins over the
+/// command's own failure: a command that failed after the OOM killer took
+/// one of its processes most likely failed because of it; a command that
+/// still succeeded keeps its status, with the kill counted.
+fn apply_resources(report: &mut ExitReport, plan: &Plan, resources: &ResourceOutcome) {
+    if let Some(counters) = &resources.counters {
+        report.usage = Some(counters.usage.clone());
+        report.limit_events = counters.events;
+    }
+    let limits = &plan.limits;
+    let failed = match report.status {
+        Outcome::Exited => report.exit_code != 0,
+        Outcome::Signaled => true,
+        _ => false,
+    };
+    if report.limit_events.oom_kills > 0 && failed {
+        report.status = Outcome::Oom;
+        report.limit_hit = Some("memory".into());
+        report.message = Some(format!(
+            "killed: memory limit {} reached",
+            ByteSize::from_bytes(limits.cgroup.memory_max).human()
+        ));
+        return;
+    }
+    match (report.status, report.signal) {
+        (Outcome::Timeout, _) => report.limit_hit = Some("timeout".into()),
+        (Outcome::Signaled, Some(libc::SIGXCPU)) => {
+            report.limit_hit = Some("cpu_time".into());
+            report.message = Some(format!(
+                "killed: CPU time limit {}s reached",
+                limits.rlimits.cpu_time_s.unwrap_or_default()
+            ));
+        }
+        (Outcome::Signaled, Some(libc::SIGXFSZ)) => {
+            report.limit_hit = Some("file_size".into());
+            report.message = Some(format!(
+                "killed: file size limit {} reached",
+                limits
+                    .rlimits
+                    .file_size
+                    .map(|b| ByteSize::from_bytes(b).human())
+                    .unwrap_or_default()
+            ));
+        }
+        _ => {}
+    }
+}
+
+fn applied_limits(plan: &Plan, resources: &ResourceOutcome) -> AppliedLimits {
+    let limits = &plan.limits;
+    let in_cgroup = resources.cgroup_path.is_some();
+    fn when<T>(in_cgroup: bool, v: T) -> Option<T> {
+        in_cgroup.then_some(v)
+    }
+    AppliedLimits {
+        cgroup: match (
+            &resources.cgroup_path,
+            resources.cgroup_line.split_once(' '),
+        ) {
+            (Some(_), Some((version, _))) => format!("cgroup {version}"),
+            _ => resources.cgroup_line.clone(),
+        },
+        cgroup_path: resources.cgroup_path.clone(),
+        memory_bytes: when(in_cgroup, limits.cgroup.memory_max),
+        memory_high_bytes: limits.cgroup.memory_high.filter(|_| in_cgroup),
+        swap_bytes: resources.swap.as_ref().and_then(|s| s.swap_bytes),
+        swap_note: resources.swap.as_ref().and_then(|s| s.note.clone()),
+        pids: when(in_cgroup, limits.cgroup.pids_max),
+        millicpus: when(in_cgroup, limits.cgroup.millicpus),
+        cpu_weight: when(in_cgroup, limits.cgroup.cpu_weight),
+        cpu_time_s: limits.rlimits.cpu_time_s,
+        open_files: limits.rlimits.open_files,
+        file_size_bytes: limits.rlimits.file_size,
+        core_bytes: 0,
+    }
+}
+
 /// What the sandbox had, derived from the plan it was built from.
-fn isolation(plan: &Plan, policy: &Policy, landlock: Option<String>) -> Isolation {
+fn isolation(
+    plan: &Plan,
+    policy: &Policy,
+    landlock: Option<String>,
+    resources: &ResourceOutcome,
+) -> Isolation {
     let mut mounts: Vec<MountRecord> = plan
         .mounts
         .iter()
@@ -249,6 +351,13 @@ fn isolation(plan: &Plan, policy: &Policy, landlock: Option<String>) -> Isolatio
             LandlockMode::Off => "off (policy)".into(),
             _ => "unknown: the command did not get as far as Landlock".into(),
         }),
-        cgroup: "none: resource limits are not part of this version".into(),
+        cgroup: match &resources.cleanup_error {
+            Some(e) => format!(
+                "{} (not removed: {e}; the next run removes it)",
+                resources.cgroup_line
+            ),
+            None => resources.cgroup_line.clone(),
+        },
+        limits: Some(applied_limits(plan, resources)),
     }
 }

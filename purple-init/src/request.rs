@@ -102,16 +102,6 @@ pub fn check_enforceable(policy: &Policy) -> Result<(), RequestError> {
             what: what.to_owned(),
         })
     };
-    let r = &policy.resources;
-    if r.memory.is_some() {
-        return refuse("resources.memory (--memory)");
-    }
-    if r.pids.is_some() {
-        return refuse("resources.pids (--pids)");
-    }
-    if r.cpus.is_some() {
-        return refuse("resources.cpus (--cpus)");
-    }
     if policy.network.mode != NetworkMode::None {
         return refuse("network.mode = \"filtered\" (purple-netd)");
     }
@@ -548,7 +538,7 @@ mod tests {
     fn unenforceable_requests_fail_closed() {
         let mut req = request(&["true"]);
         req.policy.resources.memory = Some("128M".parse().unwrap_or_else(|_| unreachable!()));
-        assert!(matches!(check(&req), Err(RequestError::NotEnforced { .. })));
+        assert!(check(&req).is_ok(), "memory limits are enforced now");
         let mut req = request(&["true"]);
         req.policy.network.mode = NetworkMode::Filtered;
         assert!(matches!(check(&req), Err(RequestError::NotEnforced { .. })));

@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one command in a fresh sandbox; exits with the command's status.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check or show policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -59,18 +59,27 @@ pub struct RunArgs {
     /// Add KEY=VALUE to the sandbox environment (repeatable).
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
-    /// Memory limit, e.g. 512M or 2G.
+    /// Memory limit of the whole sandbox, e.g. 512M or 2G (default 1G).
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<ByteSize>,
-    /// Most processes and threads at once.
+    /// Most processes and threads at once, PID 1 included (default 256).
     #[arg(long, value_name = "N")]
     pub pids: Option<u32>,
-    /// CPU quota in CPUs, e.g. 0.5 or 2.
+    /// CPU quota in CPUs, e.g. 0.5 or 2 (default 1).
     #[arg(long, value_name = "F")]
     pub cpus: Option<CpuQuota>,
     /// Wall-clock limit, e.g. 30s or 5m; the whole sandbox is killed (exit 124).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<Timeout>,
+    /// CPU time of each process, whole seconds, e.g. 60s (RLIMIT_CPU).
+    #[arg(long, value_name = "DURATION")]
+    pub cpu_time: Option<Timeout>,
+    /// Open files per process (RLIMIT_NOFILE, default 4096).
+    #[arg(long, value_name = "N")]
+    pub open_files: Option<u32>,
+    /// Largest file a process may write, e.g. 1G (RLIMIT_FSIZE, default 8G).
+    #[arg(long, value_name = "SIZE")]
+    pub file_size: Option<ByteSize>,
     /// Network mode: none (loopback only, the default).
     #[arg(long, value_name = "MODE")]
     pub net: Option<NetworkMode>,

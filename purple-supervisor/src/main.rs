@@ -124,6 +124,9 @@ fn run(args: &RunArgs) -> anyhow::Result<i32> {
                     wall_time_ms: 0,
                     message: Some(error_text(&e).replace('\n', "; ")),
                     isolation: None,
+                    usage: None,
+                    limit_events: Default::default(),
+                    limit_hit: None,
                 };
                 if let Err(write_error) = write_report(path, &report) {
                     return Err(e.context(write_error.to_string()));
@@ -156,14 +159,19 @@ fn run_sandbox(args: &RunArgs) -> anyhow::Result<i32> {
     Ok(report.exit_code)
 }
 
-/// One line on stderr when Purple, not the command, decided the ending.
+/// One line on stderr when Purple, not the command, decided the ending
+/// (a limit that ended the run included: `purple: killed: memory limit
+/// 256M reached`); nothing when the command ended on its own.
 fn explain(report: &ExitReport) {
     let Some(message) = &report.message else {
         return;
     };
     match report.status {
-        Outcome::Exited | Outcome::Signaled => {}
-        Outcome::SeccompViolation
+        Outcome::Exited | Outcome::Signaled if report.limit_hit.is_none() => {}
+        Outcome::Exited
+        | Outcome::Signaled
+        | Outcome::Oom
+        | Outcome::SeccompViolation
         | Outcome::Timeout
         | Outcome::Interrupted
         | Outcome::NotFound

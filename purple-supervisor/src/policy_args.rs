@@ -77,6 +77,9 @@ pub fn effective_policy(args: &RunArgs) -> Result<Policy, PolicyArgsError> {
     res.pids = args.pids.or(res.pids);
     res.cpus = args.cpus.or(res.cpus);
     res.timeout = args.timeout.or(res.timeout);
+    res.cpu_time = args.cpu_time.or(res.cpu_time);
+    res.open_files = args.open_files.or(res.open_files);
+    res.file_size = args.file_size.or(res.file_size);
     if let Some(mode) = args.net {
         policy.network.mode = mode;
         if mode == NetworkMode::None {

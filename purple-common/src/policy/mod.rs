@@ -98,13 +98,71 @@ pub struct Tmpfs {
     pub size: ByteSize,
 }
 
+/// Resource limits. A limit left out gets the admin config's default (see
+/// docs/resources.md): every sandbox is bounded, asked or not.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResourcePolicy {
+    /// Hard memory limit of the whole sandbox (cgroup), swap included.
     pub memory: Option<ByteSize>,
+    /// Where the kernel starts reclaiming and throttling (cgroup v2
+    /// `memory.high`, v1 soft limit); at most `memory`.
+    pub memory_high: Option<ByteSize>,
+    /// Tasks (processes and threads) of the whole sandbox, PID 1 included.
     pub pids: Option<u32>,
+    /// CPU bandwidth of the whole sandbox, in CPUs.
     pub cpus: Option<CpuQuota>,
+    /// Relative CPU share against other sandboxes (cgroup v2 `cpu.weight`).
+    pub cpu_weight: Option<u32>,
+    /// Wall-clock limit of the whole sandbox.
     pub timeout: Option<Timeout>,
+    /// CPU time of each process (RLIMIT_CPU), whole seconds.
+    pub cpu_time: Option<Timeout>,
+    /// Open files per process (RLIMIT_NOFILE).
+    pub open_files: Option<u32>,
+    /// Largest file a process may write (RLIMIT_FSIZE).
+    pub file_size: Option<ByteSize>,
+    /// What happens when the host cannot enforce the cgroup limits.
+    pub mode: ResourceMode,
+}
+
+/// The bounds of `resources.cpu_weight` (the kernel's for `cpu.weight`).
+pub const CPU_WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
+/// The bounds of `resources.open_files`.
+pub const OPEN_FILES_RANGE: std::ops::RangeInclusive<u32> = 16..=1_048_576;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceMode {
+    /// No cgroup limits on this host means no sandbox.
+    #[default]
+    Required,
+    /// Run without the cgroup limits when the host has no usable cgroup
+    /// hierarchy; the rlimits and the timeout still apply, and the exit
+    /// report says what was enforced.
+    BestEffort,
+}
+
+impl FromStr for ResourceMode {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "required" => Ok(ResourceMode::Required),
+            "best-effort" => Ok(ResourceMode::BestEffort),
+            other => Err(ValueError(format!(
+                "unknown resources mode {other:?}; use \"required\" or \"best-effort\""
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for ResourceMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ResourceMode::Required => "required",
+            ResourceMode::BestEffort => "best-effort",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -608,7 +666,8 @@ impl Policy {
             }
         }
 
-        if let Some(pids) = self.resources.pids {
+        let res = &self.resources;
+        if let Some(pids) = res.pids {
             if pids == 0 || pids > parse::MAX_PIDS {
                 problem(
                     "resources.pids".into(),
@@ -616,7 +675,47 @@ impl Policy {
                 );
             }
         }
-
+        if let Some(weight) = res.cpu_weight {
+            if !CPU_WEIGHT_RANGE.contains(&weight) {
+                problem(
+                    "resources.cpu_weight".into(),
+                    format!(
+                        "must be between {} and {}",
+                        CPU_WEIGHT_RANGE.start(),
+                        CPU_WEIGHT_RANGE.end()
+                    ),
+                );
+            }
+        }
+        if let Some(files) = res.open_files {
+            if !OPEN_FILES_RANGE.contains(&files) {
+                problem(
+                    "resources.open_files".into(),
+                    format!(
+                        "must be between {} and {}",
+                        OPEN_FILES_RANGE.start(),
+                        OPEN_FILES_RANGE.end()
+                    ),
+                );
+            }
+        }
+        if let Some(cpu_time) = res.cpu_time {
+            if cpu_time.millis() < 1000 || cpu_time.millis() % 1000 != 0 {
+                problem(
+                    "resources.cpu_time".into(),
+                    "must be whole seconds, at least 1s (the kernel counts RLIMIT_CPU in seconds)"
+                        .into(),
+                );
+            }
+        }
+        if let (Some(high), Some(memory)) = (res.memory_high, res.memory) {
+            if high > memory {
+                problem(
+                    "resources.memory_high".into(),
+                    format!("{high} is above resources.memory ({memory})"),
+                );
+            }
+        }
         let net = &self.network;
         if net.allow_out.len() > MAX_PORT_RULES || net.allow_in.len() > MAX_PORT_RULES {
             problem(

@@ -19,7 +19,10 @@ use std::str::FromStr;
 use toml::de::{DeInteger, DeString, DeTable, DeValue};
 use toml::Spanned;
 
-use super::{Bind, LandlockMode, NetworkMode, Policy, SyscallAction, Tmpfs, DEFAULT_TMP_SIZE};
+use super::{
+    Bind, LandlockMode, NetworkMode, Policy, SyscallAction, Tmpfs, CPU_WEIGHT_RANGE,
+    DEFAULT_TMP_SIZE, OPEN_FILES_RANGE,
+};
 use crate::values::{AbsPath, ByteSize, CpuQuota, EnvName, Timeout, ValueError};
 
 /// The largest `resources.pids`: the kernel's `PID_MAX_LIMIT` on 64-bit.
@@ -37,7 +40,18 @@ const SECTIONS: &[&str] = &[
 const FILESYSTEM_KEYS: &[&str] = &["system", "read_only", "read_write", "tmpfs", "workspace"];
 const BIND_KEYS: &[&str] = &["source", "destination"];
 const TMPFS_KEYS: &[&str] = &["path", "size"];
-const RESOURCES_KEYS: &[&str] = &["memory", "pids", "cpus", "timeout"];
+const RESOURCES_KEYS: &[&str] = &[
+    "memory",
+    "memory_high",
+    "pids",
+    "cpus",
+    "cpu_weight",
+    "timeout",
+    "cpu_time",
+    "open_files",
+    "file_size",
+    "mode",
+];
 const NETWORK_KEYS: &[&str] = &["mode", "allow_out", "allow_in"];
 const SYSCALLS_KEYS: &[&str] = &["allow", "deny", "action"];
 const LANDLOCK_KEYS: &[&str] = &["mode"];
@@ -356,17 +370,31 @@ impl Walker {
     }
 
     fn pids(&mut self, path: &str, value: &Value<'_>) -> Option<u32> {
+        self.bounded(path, value, 1..=MAX_PIDS)
+    }
+
+    /// An integer within `range`.
+    fn bounded(
+        &mut self,
+        path: &str,
+        value: &Value<'_>,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Option<u32> {
         let DeValue::Integer(i) = value.get_ref() else {
             self.wrong_type(path, value, "an integer");
             return None;
         };
         match integer_value(i).and_then(|n| u32::try_from(n).ok()) {
-            Some(n) if (1..=MAX_PIDS).contains(&n) => Some(n),
+            Some(n) if range.contains(&n) => Some(n),
             _ => {
                 self.error(
                     path,
                     value.span(),
-                    format_args!("{i} is out of range; use 1 to {MAX_PIDS}"),
+                    format_args!(
+                        "{i} is out of range; use {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
                 );
                 None
             }
@@ -538,9 +566,21 @@ impl Walker {
             let path = join("resources", key.get_ref());
             match key.get_ref().as_ref() {
                 "memory" => set(&mut res.memory, self.size(&path, value).map(Some)),
+                "memory_high" => set(&mut res.memory_high, self.size(&path, value).map(Some)),
                 "pids" => set(&mut res.pids, self.pids(&path, value).map(Some)),
                 "cpus" => set(&mut res.cpus, self.cpus(&path, value).map(Some)),
+                "cpu_weight" => set(
+                    &mut res.cpu_weight,
+                    self.bounded(&path, value, CPU_WEIGHT_RANGE).map(Some),
+                ),
                 "timeout" => set(&mut res.timeout, self.timeout(&path, value).map(Some)),
+                "cpu_time" => set(&mut res.cpu_time, self.timeout(&path, value).map(Some)),
+                "open_files" => set(
+                    &mut res.open_files,
+                    self.bounded(&path, value, OPEN_FILES_RANGE).map(Some),
+                ),
+                "file_size" => set(&mut res.file_size, self.size(&path, value).map(Some)),
+                "mode" => set(&mut res.mode, self.parsed(&path, value)),
                 _ => {
                     self.unknown_key("resources", key, RESOURCES_KEYS);
                     continue;
@@ -745,17 +785,58 @@ pub fn policy_to_toml(policy: &Policy) -> String {
         w,
         "memory",
         res.memory.map(|m| quote(&m.to_string())),
-        "(no limit)",
+        "(admin default)",
     );
-    optional(w, "pids", res.pids.map(|p| p.to_string()), "(no limit)");
+    optional(
+        w,
+        "pids",
+        res.pids.map(|p| p.to_string()),
+        "(admin default)",
+    );
     // CpuQuota prints as a TOML integer or float ("2", "0.5").
-    optional(w, "cpus", res.cpus.map(|c| c.to_string()), "(no limit)");
+    optional(
+        w,
+        "cpus",
+        res.cpus.map(|c| c.to_string()),
+        "(admin default)",
+    );
+    optional(
+        w,
+        "memory_high",
+        res.memory_high.map(|m| quote(&m.to_string())),
+        "(none)",
+    );
+    optional(
+        w,
+        "cpu_weight",
+        res.cpu_weight.map(|c| c.to_string()),
+        "(admin default)",
+    );
     optional(
         w,
         "timeout",
         res.timeout.map(|t| quote(&t.to_string())),
         "(no limit)",
     );
+    optional(
+        w,
+        "cpu_time",
+        res.cpu_time.map(|t| quote(&t.to_string())),
+        "(no limit)",
+    );
+    optional(
+        w,
+        "open_files",
+        res.open_files.map(|n| n.to_string()),
+        "(admin default)",
+    );
+    optional(
+        w,
+        "file_size",
+        res.file_size.map(|m| quote(&m.to_string())),
+        "(admin default)",
+    );
+    let _ = writeln!(w, "mode = {}", quote(&res.mode.to_string()));
 
     let net = &policy.network;
     let _ = writeln!(w, "\n[network]");
@@ -1371,7 +1452,7 @@ add = ["CAP_FLY"]
         assert!(text.starts_with("# The effective Purple policy"), "{text}");
         for line in [
             "[filesystem]\nsystem = true\nread_only = []\nread_write = []\ntmpfs = [\n    { path = \"/tmp\", size = \"256M\" },\n]\n# workspace = (none)\n",
-            "[resources]\n# memory = (no limit)\n# pids = (no limit)\n# cpus = (no limit)\n# timeout = (no limit)\n",
+            "[resources]\n# memory = (admin default)\n# pids = (admin default)\n# cpus = (admin default)\n# memory_high = (none)\n# cpu_weight = (admin default)\n# timeout = (no limit)\n# cpu_time = (no limit)\n# open_files = (admin default)\n# file_size = (admin default)\nmode = \"required\"\n",
             "[network]\nmode = \"none\"\nallow_out = []\nallow_in = []\n",
             "[env]\n\n[syscalls]\nallow = []\ndeny = []\naction = \"errno\"\n",
             "[landlock]\nmode = \"best-effort\"\n",

@@ -11,6 +11,7 @@ use purple_common::values::AbsPath;
 
 use super::mounts::{self, fail, MountError, MountResult};
 use super::{exit_child, pid1, ChildMessage};
+use crate::cgroup::layout::{check_membership, Membership};
 use crate::plan::{MountStep, Mountpoint, Plan, RootEntry};
 use crate::sys;
 
@@ -50,10 +51,11 @@ pub fn run(
     plan: &Plan,
     trees: Vec<OwnedFd>,
     filters: &super::Filters,
+    membership: &[Membership],
     sync: OwnedFd,
     status: OwnedFd,
 ) -> ! {
-    if let Err(e) = set_up(plan, &trees, &sync, &status) {
+    if let Err(e) = set_up(plan, &trees, membership, &sync, &status) {
         ChildMessage::SetupFailed {
             step: e.step.to_owned(),
             detail: e.detail,
@@ -91,14 +93,19 @@ fn step_err(step: &'static str) -> impl FnOnce(Errno) -> StepError {
 fn set_up(
     plan: &Plan,
     trees: &[OwnedFd],
+    membership: &[Membership],
     sync: &OwnedFd,
     status: &OwnedFd,
 ) -> Result<(), StepError> {
     // Die with purple-init: set before the sync read, so that a parent that
     // dies at any moment from here on either signals us or leaves EOF.
     set_parent_death_signal()?;
-    // The id maps exist only once init has written them.
+    // The id maps exist only once init has written them (and init placed
+    // this process in the sandbox cgroup before that).
     wait_for_id_maps(sync)?;
+    // Before anything of the sandbox runs: make sure the limits apply to
+    // it, then make its cgroup the root of a new cgroup namespace.
+    enter_cgroup_namespace(membership)?;
     // Switch to the mapped ids now, keeping this namespace's capabilities,
     // so nothing below runs as host root (kuid 0) on host files.
     become_sandbox_identity(plan)?;
@@ -133,6 +140,25 @@ fn set_up(
     // TIOCSTI to type into the caller's terminal, nor get its job signals.
     nix::unistd::setsid().map_err(step_err("setsid"))?;
     Ok(())
+}
+
+/// Checks /proc/self/cgroup against the sandbox cgroup (every controller
+/// that limits it), then unshares the cgroup namespace so the sandbox sees
+/// its own cgroup as `/` and nothing of the host's tree. With no cgroup
+/// (best-effort mode on a host without one) only the unshare happens.
+fn enter_cgroup_namespace(membership: &[Membership]) -> Result<(), StepError> {
+    if !membership.is_empty() {
+        let text = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| StepError {
+            step: "cgroup membership check",
+            detail: format!("reading /proc/self/cgroup: {e}"),
+        })?;
+        check_membership(&text, membership).map_err(|detail| StepError {
+            step: "cgroup membership check",
+            detail,
+        })?;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(step_err("unshare the cgroup namespace"))
 }
 
 fn set_parent_death_signal() -> Result<(), StepError> {

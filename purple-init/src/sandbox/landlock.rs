@@ -930,6 +930,7 @@ mod tests {
             binds,
             identity,
             "alice",
+            &crate::limits::defaults_for_tests(),
         )
         .unwrap_or_else(|e| unreachable!("{e}"));
         LandlockPlan::from_plan(&plan)

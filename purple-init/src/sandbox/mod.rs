@@ -20,6 +20,7 @@ use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup::SandboxCgroup;
 use crate::plan::Plan;
 use crate::sys::{self, Cloned};
 
@@ -153,6 +154,8 @@ pub enum LaunchError {
     },
     #[error("releasing the child: {errno}")]
     Release { errno: Errno },
+    #[error("placing the sandbox in its cgroup: {0}")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
 }
 
 /// A started sandbox, from purple-init's side.
@@ -184,7 +187,15 @@ impl Filters {
     }
 }
 
-pub fn launch(plan: &Plan, trees: Vec<OwnedFd>, filters: &Filters) -> Result<Running, LaunchError> {
+/// `cgroup`, when there is one, receives the child before the child is
+/// released, so nothing of the sandbox runs outside its limits.
+pub fn launch(
+    plan: &Plan,
+    trees: Vec<OwnedFd>,
+    filters: &Filters,
+    cgroup: Option<&SandboxCgroup>,
+) -> Result<Running, LaunchError> {
+    let membership = cgroup.map(SandboxCgroup::membership).unwrap_or_default();
     let (sync_read, sync_write) = pipe2(OFlag::O_CLOEXEC).map_err(|errno| LaunchError::Pipe {
         what: "sync",
         errno,
@@ -194,7 +205,14 @@ pub fn launch(plan: &Plan, trees: Vec<OwnedFd>, filters: &Filters) -> Result<Run
             what: "status",
             errno,
         })?;
-    let flags = NAMESPACES.iter().fold(0, |acc, (flag, _)| acc | flag);
+    // The cgroup namespace is not cloned: the child unshares it once it
+    // sits in its own cgroup, so that cgroup becomes the namespace's root
+    // (cloned here, the root would be purple-init's cgroup, and the host's
+    // cgroup paths would show through /proc/self/cgroup).
+    let flags = NAMESPACES
+        .iter()
+        .filter(|(flag, _)| *flag != libc::CLONE_NEWCGROUP as u64)
+        .fold(0, |acc, (flag, _)| acc | flag);
 
     // SAFETY: purple-init is single-threaded (no runtime, no helper threads),
     // so the child cannot inherit a lock held by another thread.
@@ -202,7 +220,7 @@ pub fn launch(plan: &Plan, trees: Vec<OwnedFd>, filters: &Filters) -> Result<Run
         Cloned::Child => {
             drop(sync_write);
             drop(status_read);
-            child::run(plan, trees, filters, sync_read, status_write)
+            child::run(plan, trees, filters, &membership, sync_read, status_write)
         }
         Cloned::Parent { pid, pidfd } => {
             drop(sync_read);
@@ -215,6 +233,17 @@ pub fn launch(plan: &Plan, trees: Vec<OwnedFd>, filters: &Filters) -> Result<Run
             };
             // If anything below fails, dropping `sync_write` unreleased makes
             // the child see EOF and exit; killing it makes that immediate.
+            if let Some(cgroup) = cgroup {
+                let attached = u32::try_from(pid)
+                    .map_err(|_| LaunchError::Clone {
+                        errno: Errno::ESRCH,
+                    })
+                    .and_then(|pid| cgroup.attach(pid).map_err(LaunchError::from));
+                if let Err(e) = attached {
+                    let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
+                    return Err(e);
+                }
+            }
             if let Err(e) = write_id_maps(pid, plan) {
                 let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
                 return Err(e);

@@ -19,7 +19,7 @@ pub const STEPS: &[&str] = &[
     "prepare argv and environment",
     "reset signals",
     "chdir to the working directory",
-    "set RLIMIT_CORE",
+    "set resource limits (setrlimit)",
     "close inherited descriptors",
     "restrict capabilities",
     "set no_new_privs",
@@ -106,9 +106,7 @@ fn run(plan: &Plan, prepared: &Prepared, status: &OwnedFd) -> Result<Never, (u8,
     )
     .map_err(|e| (2, e))?;
     nix::unistd::chdir(plan.cwd.as_str()).map_err(|e| (3, e))?;
-    // No core files: a crash must not write the workload's memory to disk.
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
-        .map_err(|e| (4, e))?;
+    set_rlimits(&plan.limits.rlimits).map_err(|e| (4, e))?;
     // Every descriptor above 2 closes at execve (the exec-error pipe too).
     sys::close_from(3, libc::CLOSE_RANGE_CLOEXEC).map_err(|e| (5, e))?;
     restrict_capabilities(&plan.kept_capabilities, plan.ambient_capabilities)
@@ -135,6 +133,32 @@ fn run(plan: &Plan, prepared: &Prepared, status: &OwnedFd) -> Result<Never, (u8,
     // Last, so that nothing Purple itself does runs under the filter.
     super::syscall_filter::apply_programs(&prepared.filters).map_err(|e| (9, e))?;
     execute(prepared)
+}
+
+/// Per-process limits, inherited by everything the command starts. Only
+/// ever lowered: a caller's own lower hard limit stays in force.
+fn set_rlimits(limits: &crate::limits::Rlimits) -> Result<(), Errno> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // No core files: a crash must not write the workload's memory to disk.
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+    let lower = |resource: Resource, soft: u64, hard: u64| -> Result<(), Errno> {
+        let (_, current_hard) = getrlimit(resource)?;
+        setrlimit(resource, soft.min(current_hard), hard.min(current_hard))
+    };
+    lower(
+        Resource::RLIMIT_NOFILE,
+        limits.open_files,
+        limits.open_files,
+    )?;
+    if let Some(seconds) = limits.cpu_time_s {
+        // SIGXCPU at the soft limit (the command may notice), SIGKILL one
+        // second later at the hard limit.
+        lower(Resource::RLIMIT_CPU, seconds, seconds.saturating_add(1))?;
+    }
+    if let Some(bytes) = limits.file_size {
+        lower(Resource::RLIMIT_FSIZE, bytes, bytes)?;
+    }
+    Ok(())
 }
 
 /// Cuts every capability set to `kept`: bounding first (it needs
