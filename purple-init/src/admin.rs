@@ -120,12 +120,16 @@ impl Default for LimitMaxima {
 pub struct CgroupConfig {
     /// Where sandbox cgroups go, relative to each hierarchy's root.
     pub parent: String,
+    /// Refuse to run without cgroup limits even when the policy says
+    /// `resources.mode = "best-effort"`.
+    pub required: bool,
 }
 
 impl Default for CgroupConfig {
     fn default() -> Self {
         CgroupConfig {
             parent: "purple".into(),
+            required: false,
         }
     }
 }
@@ -282,15 +286,49 @@ pub fn load(path: &Path) -> Result<AdminConfig, AdminConfigError> {
 
 /// Parses and checks the config text.
 pub fn parse(text: &str) -> Result<AdminConfig, String> {
-    let config: AdminConfig = toml::from_str(text).map_err(|e| e.to_string().replace('\n', " "))?;
+    let mut config: AdminConfig =
+        toml::from_str(text).map_err(|e| e.to_string().replace('\n', " "))?;
     if config.identity.root_maps_to == 0 {
         return Err(
             "identity.root_maps_to must not be 0: a root caller never maps to host root".into(),
         );
     }
+    lower_builtin_defaults(&mut config, text)?;
     check_limits(&config)?;
     crate::cgroup::check_parent(&config.cgroup.parent).map_err(|e| e.to_string())?;
     Ok(config)
+}
+
+/// A built-in default above a maximum the admin lowered comes down to it
+/// (`[maxima] memory = "256M"` alone is a complete config); a default the
+/// admin wrote stays as written, and `check_limits` judges it.
+fn lower_builtin_defaults(config: &mut AdminConfig, text: &str) -> Result<(), String> {
+    let raw: toml::Table = toml::from_str(text).map_err(|e| e.to_string().replace('\n', " "))?;
+    let written = |key: &str| {
+        raw.get("defaults")
+            .and_then(toml::Value::as_table)
+            .is_some_and(|t| t.contains_key(key))
+    };
+    let (d, m) = (&mut config.defaults, &config.maxima);
+    if !written("memory") {
+        d.memory = d.memory.min(m.memory);
+    }
+    if !written("pids") {
+        d.pids = d.pids.min(m.pids);
+    }
+    if let (false, Some(max)) = (written("cpus"), m.cpus) {
+        d.cpus = d.cpus.min(max);
+    }
+    if !written("cpu_weight") {
+        d.cpu_weight = d.cpu_weight.min(m.cpu_weight);
+    }
+    if !written("open_files") {
+        d.open_files = d.open_files.min(m.open_files);
+    }
+    if let (false, Some(max)) = (written("file_size"), m.file_size) {
+        d.file_size = Some(d.file_size.map_or(max, |s| s.min(max)));
+    }
+    Ok(())
 }
 
 /// Ranges, and every default within its maximum.
@@ -408,6 +446,17 @@ mod tests {
     }
 
     #[test]
+    fn a_lowered_maximum_lowers_the_built_in_default() {
+        let c =
+            parse("[maxima]\nmemory = \"256M\"\npids = 100\nfile_size = \"1G\"\ncpu_weight = 50\n");
+        let Ok(c) = c else { unreachable!("{c:?}") };
+        assert_eq!(c.defaults.memory.bytes(), 256 << 20);
+        assert_eq!(c.defaults.pids, 100);
+        assert_eq!(c.defaults.file_size.map(ByteSize::bytes), Some(1 << 30));
+        assert_eq!(c.defaults.cpu_weight, 50);
+    }
+
+    #[test]
     fn inconsistent_limits_are_refused() {
         for (text, needle) in [
             (
@@ -420,7 +469,10 @@ mod tests {
                 "[defaults]\ncpus = 4\n[maxima]\ncpus = 2\n",
                 "defaults.cpus",
             ),
-            ("[maxima]\nfile_size = \"1G\"\n", "defaults.file_size"),
+            (
+                "[defaults]\nfile_size = \"2G\"\n[maxima]\nfile_size = \"1G\"\n",
+                "defaults.file_size",
+            ),
             ("[defaults]\nmemory = \"lots\"\n", "lots"),
             ("[cgroup]\nparent = \"../escape\"\n", "parent"),
             ("[maxima]\ncpu_time = \"1500ms\"\n", "cpu_time"),

@@ -217,7 +217,9 @@ fn create_cgroup(
     plan: &plan::Plan,
     sandbox_id: &str,
 ) -> Result<CgroupState, cgroup::CgroupError> {
-    let best_effort = plan.limits.mode == purple_common::policy::ResourceMode::BestEffort;
+    // The admin may insist on cgroups whatever the policy accepts.
+    let best_effort = plan.limits.mode == purple_common::policy::ResourceMode::BestEffort
+        && !admin.cgroup.required;
     let layout = match cgroup::layout::Layout::of_this_host() {
         Ok(layout) => layout,
         Err(e) if best_effort => return Ok(CgroupState::Skipped(e.to_string())),
@@ -225,9 +227,15 @@ fn create_cgroup(
     };
     let parent = &admin.cgroup.parent;
     cgroup::stale::sweep(&layout, parent);
-    let start = cgroup::stale::start_time_of("self").unwrap_or_default();
-    let name = cgroup::stale::sandbox_name(sandbox_id, std::process::id(), start);
-    match cgroup::SandboxCgroup::create(layout, parent, &name, &plan.limits.cgroup) {
+    // Without its own start time in the name, a later run could take this
+    // live sandbox's cgroup for a dead one.
+    let created = cgroup::stale::start_time_of("self")
+        .ok_or(cgroup::CgroupError::OwnerUnknown)
+        .and_then(|start| {
+            let name = cgroup::stale::sandbox_name(sandbox_id, std::process::id(), start);
+            cgroup::SandboxCgroup::create(layout, parent, &name, &plan.limits.cgroup)
+        });
+    match created {
         Ok(cg) => Ok(CgroupState::Applied(cg)),
         Err(e) if best_effort => Ok(CgroupState::Skipped(e.to_string())),
         Err(e) => Err(e),

@@ -13,6 +13,7 @@ use crate::plan::{MountStep, Plan};
 use crate::sandbox::child::{MASKED_PROC_DIRS, MASKED_PROC_FILES, READ_ONLY_PROC_DIRS};
 use crate::sandbox::{ChildMessage, NAMESPACES};
 use crate::supervise::Ending;
+use nix::sys::resource::Resource;
 use purple_common::values::ByteSize;
 
 pub struct ReportContext<'a> {
@@ -124,9 +125,21 @@ impl ReportContext<'_> {
                     .setup_failed(format!("sandbox setup failed at {step}: {detail}{hint}"));
             }
             Ending::Vanished { wait_status } => {
-                return self.setup_failed(format!(
-                    "the sandbox ended without reporting a status ({wait_status})"
-                ))
+                // PID 1 itself was killed. When the memory limit's OOM
+                // killer did it, that is the sandbox's ending, not Purple's.
+                let oom_kills = resources
+                    .counters
+                    .as_ref()
+                    .map_or(0, |c| c.events.oom_kills);
+                if oom_kills == 0 {
+                    return self.setup_failed(format!(
+                        "the sandbox ended without reporting a status ({wait_status})"
+                    ));
+                }
+                ExitReport {
+                    signal: Some(libc::SIGKILL),
+                    ..self.base(Outcome::Signaled, 128 + libc::SIGKILL)
+                }
             }
             Ending::TimedOut => ExitReport {
                 message: plan.timeout_ms.map(|ms| {
@@ -213,6 +226,12 @@ fn apply_resources(report: &mut ExitReport, plan: &Plan, resources: &ResourceOut
     }
 }
 
+/// purple-init's own hard limit of `resource` (unlimited when unreadable:
+/// the requested value then stands).
+fn hard_limit(resource: Resource) -> u64 {
+    nix::sys::resource::getrlimit(resource).map_or(u64::MAX, |(_, hard)| hard)
+}
+
 fn applied_limits(plan: &Plan, resources: &ResourceOutcome) -> AppliedLimits {
     let limits = &plan.limits;
     let in_cgroup = resources.cgroup_path.is_some();
@@ -235,9 +254,20 @@ fn applied_limits(plan: &Plan, resources: &ResourceOutcome) -> AppliedLimits {
         pids: when(in_cgroup, limits.cgroup.pids_max),
         millicpus: when(in_cgroup, limits.cgroup.millicpus),
         cpu_weight: when(in_cgroup, limits.cgroup.cpu_weight),
-        cpu_time_s: limits.rlimits.cpu_time_s,
-        open_files: limits.rlimits.open_files,
-        file_size_bytes: limits.rlimits.file_size,
+        // The command inherits purple-init's limits (the caller's) and can
+        // only lower them: report what is in force, not just what was asked.
+        cpu_time_s: limits
+            .rlimits
+            .cpu_time_s
+            .map(|s| s.min(hard_limit(Resource::RLIMIT_CPU))),
+        open_files: limits
+            .rlimits
+            .open_files
+            .min(hard_limit(Resource::RLIMIT_NOFILE)),
+        file_size_bytes: limits
+            .rlimits
+            .file_size
+            .map(|b| b.min(hard_limit(Resource::RLIMIT_FSIZE))),
         core_bytes: 0,
     }
 }

@@ -51,22 +51,66 @@ fn landlock_abi() -> Result<i64, nix::errno::Errno> {
     }
 }
 
-fn cgroup_layout() -> String {
-    match nix::sys::statfs::statfs("/sys/fs/cgroup") {
-        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC => {
-            "v2 (unified)".into()
-        }
-        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC => {
-            if std::path::Path::new("/sys/fs/cgroup/unified").exists() {
-                "v1/hybrid (v2 at /sys/fs/cgroup/unified)".into()
-            } else {
-                "v1".into()
-            }
-        }
-        Ok(_) => "unknown".into(),
-        Err(e) => format!("not mounted ({e})"),
+/// The cgroup layout purple-init will use, found the same way, from
+/// /proc/self/mountinfo: v1/hybrid when a v1 hierarchy carries the memory
+/// controller, else the cgroup2 mount (/sys/fs/cgroup first). Ok when every
+/// controller the limits need is there.
+fn cgroup_layout() -> (bool, String) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    cgroup_layout_of(&mountinfo, |path| read_trimmed(path).unwrap_or_default())
+}
+
+/// `read` gives a file's contents (a cgroup2 root's cgroup.controllers).
+fn cgroup_layout_of(mountinfo: &str, read: impl Fn(&str) -> String) -> (bool, String) {
+    // (fs type, mount point, super options) of each cgroup mount.
+    let mounts: Vec<(&str, &str, Vec<&str>)> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let mut right = after.split(' ');
+            let fs_type = right.next().filter(|t| t.starts_with("cgroup"))?;
+            let options = right.nth(1).unwrap_or("").split(',').collect();
+            Some((fs_type, before.split(' ').nth(4)?, options))
+        })
+        .collect();
+    let on_v1 = |c: &&str| {
+        mounts
+            .iter()
+            .any(|(fs, _, opts)| *fs == "cgroup" && opts.contains(c))
+    };
+    let v2_mount = mounts
+        .iter()
+        .filter(|(fs, _, _)| *fs == "cgroup2")
+        .min_by_key(|(_, mount_point, _)| *mount_point != "/sys/fs/cgroup");
+    let (layout, needed, missing): (String, &[&str], Vec<&str>) = if on_v1(&"memory") {
+        let needed = &["memory", "pids", "cpu", "cpuacct"];
+        let missing = needed.iter().copied().filter(|c| !on_v1(c)).collect();
+        ("v1/hybrid".into(), needed, missing)
+    } else if let Some((_, mount_point, _)) = v2_mount {
+        let needed = &["memory", "pids", "cpu"];
+        let offered = read(&format!("{mount_point}/cgroup.controllers"));
+        let missing = needed
+            .iter()
+            .copied()
+            .filter(|c| !offered.split_whitespace().any(|o| o == *c))
+            .collect();
+        (format!("v2 at {mount_point}"), needed, missing)
+    } else {
+        return (false, format!("none mounted; {BEST_EFFORT_ONLY}"));
+    };
+    if missing.is_empty() {
+        (true, format!("{layout}: {} controllers", needed.join(", ")))
+    } else {
+        let missing = missing.join(", ");
+        (
+            false,
+            format!("{layout} lacks {missing}; {BEST_EFFORT_ONLY}"),
+        )
     }
 }
+
+const BEST_EFFORT_ONLY: &str =
+    "sandboxes run only with resources.mode = \"best-effort\" (unless the admin config sets [cgroup] required), without cgroup limits";
 
 fn checks() -> Vec<Check> {
     let (major, minor, release) = kernel_version();
@@ -143,10 +187,11 @@ fn checks() -> Vec<Check> {
             }
         },
     });
+    let (cgroups_ok, cgroups) = cgroup_layout();
     checks.push(Check {
         name: "cgroups",
-        ok: true,
-        detail: cgroup_layout(),
+        ok: cgroups_ok,
+        detail: cgroups,
     });
     checks
 }
@@ -174,16 +219,20 @@ const GUARANTEES: &[(&str, bool)] = &[
         true,
     ),
     ("loopback-only network", true),
-    ("wall-clock timeout (--timeout)", true),
+    (
+        "cgroup limits on every sandbox, asked or not (v1 or v2): memory, tasks, CPU; 1G, 256, 1 CPU unless the policy or admin config says otherwise",
+        true,
+    ),
+    (
+        "rlimits on every command: no core dumps, open files (4096), file size (8G), CPU time (--cpu-time)",
+        true,
+    ),
+    ("wall-clock timeout (--timeout, or the admin's maximum)", true),
     (
         "seccomp: default-deny syscall profile on the command and PID 1 (namespaces, mount, ptrace, bpf, io_uring, keyrings, TIOCSTI, foreign ABIs refused)",
         true,
     ),
     ("Landlock filesystem rules from the mount plan, abstract-socket and signal scoping (best-effort by default)", true),
-    (
-        "cgroup limits: --memory, --pids, --cpus (refused until enforced)",
-        false,
-    ),
     (
         "filtered network through purple-netd (refused until available)",
         false,
@@ -209,7 +258,11 @@ pub fn run() -> i32 {
         .iter()
         .filter(|c| matches!(c.name, "kernel" | "user namespaces" | "purple-init"))
         .all(|c| c.ok);
-    if essential_ok {
+    let cgroups_ok = checks.iter().any(|c| c.name == "cgroups" && c.ok);
+    if essential_ok && !cgroups_ok {
+        println!("\nPurple can run sandboxes on this host, but only with resources.mode = \"best-effort\" until the cgroups line is fixed.");
+        0
+    } else if essential_ok {
         println!("\nPurple can run sandboxes on this host.");
         0
     } else {
@@ -217,5 +270,36 @@ pub fn run() -> i32 {
             "\nPurple cannot run sandboxes on this host until the FAIL lines above are fixed."
         );
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cgroup_layout_of;
+
+    const HYBRID: &str = "\
+29 28 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
+33 28 0:31 / /sys/fs/cgroup/memory rw,nosuid shared:14 - cgroup cgroup rw,memory
+34 28 0:32 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:15 - cgroup cgroup rw,cpu,cpuacct
+35 28 0:33 / /sys/fs/cgroup/pids rw,nosuid shared:16 - cgroup cgroup rw,pids
+";
+    const UNIFIED: &str =
+        "28 24 0:26 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+
+    #[test]
+    fn layouts() {
+        let none = |_: &str| String::new();
+        let all = |_: &str| "cpuset cpu io memory pids".to_owned();
+        let (ok, text) = cgroup_layout_of(HYBRID, none);
+        assert!(ok && text.starts_with("v1/hybrid"), "{text}");
+        let (ok, text) = cgroup_layout_of(UNIFIED, all);
+        assert!(ok && text.starts_with("v2 at /sys/fs/cgroup"), "{text}");
+        let (ok, text) = cgroup_layout_of(UNIFIED, |_: &str| "cpu pids".to_owned());
+        assert!(!ok && text.contains("lacks memory"), "{text}");
+        let no_pids = HYBRID.replace("rw,pids", "rw");
+        let (ok, text) = cgroup_layout_of(&no_pids, all);
+        assert!(!ok && text.contains("lacks pids"), "{text}");
+        let (ok, text) = cgroup_layout_of("1 0 0:1 / / rw - ext4 /dev/vda rw\n", all);
+        assert!(!ok && text.contains("best-effort"), "{text}");
     }
 }

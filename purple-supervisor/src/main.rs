@@ -161,7 +161,7 @@ fn run_sandbox(args: &RunArgs) -> anyhow::Result<i32> {
 
 /// One line on stderr when Purple, not the command, decided the ending
 /// (a limit that ended the run included: `purple: killed: memory limit
-/// 256M reached`); nothing when the command ended on its own.
+/// 256 MiB reached`); nothing when the command ended on its own.
 fn explain(report: &ExitReport) {
     let Some(message) = &report.message else {
         return;

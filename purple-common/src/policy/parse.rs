@@ -816,13 +816,13 @@ pub fn policy_to_toml(policy: &Policy) -> String {
         w,
         "timeout",
         res.timeout.map(|t| quote(&t.to_string())),
-        "(no limit)",
+        "(none, or the admin maximum)",
     );
     optional(
         w,
         "cpu_time",
         res.cpu_time.map(|t| quote(&t.to_string())),
-        "(no limit)",
+        "(none, or the admin maximum)",
     );
     optional(
         w,
@@ -1452,7 +1452,7 @@ add = ["CAP_FLY"]
         assert!(text.starts_with("# The effective Purple policy"), "{text}");
         for line in [
             "[filesystem]\nsystem = true\nread_only = []\nread_write = []\ntmpfs = [\n    { path = \"/tmp\", size = \"256M\" },\n]\n# workspace = (none)\n",
-            "[resources]\n# memory = (admin default)\n# pids = (admin default)\n# cpus = (admin default)\n# memory_high = (none)\n# cpu_weight = (admin default)\n# timeout = (no limit)\n# cpu_time = (no limit)\n# open_files = (admin default)\n# file_size = (admin default)\nmode = \"required\"\n",
+            "[resources]\n# memory = (admin default)\n# pids = (admin default)\n# cpus = (admin default)\n# memory_high = (none)\n# cpu_weight = (admin default)\n# timeout = (none, or the admin maximum)\n# cpu_time = (none, or the admin maximum)\n# open_files = (admin default)\n# file_size = (admin default)\nmode = \"required\"\n",
             "[network]\nmode = \"none\"\nallow_out = []\nallow_in = []\n",
             "[env]\n\n[syscalls]\nallow = []\ndeny = []\naction = \"errno\"\n",
             "[landlock]\nmode = \"best-effort\"\n",

@@ -17,6 +17,7 @@ pub mod counters;
 pub mod layout;
 pub mod stale;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use cgroups_rs::cpu::CpuController;
@@ -75,6 +76,8 @@ pub enum CgroupError {
         controller: &'static str,
         available: String,
     },
+    #[error("reading purple-init's own start time from /proc/self/stat")]
+    OwnerUnknown,
     #[error("removing {path}: {detail}")]
     Remove { path: PathBuf, detail: String },
 }
@@ -111,6 +114,8 @@ pub struct SandboxCgroup {
     /// The sandbox directories created so far, one per hierarchy.
     dirs: Vec<PathBuf>,
     swap: SwapBound,
+    /// v2: the sandbox directory, open, for clone3's CLONE_INTO_CGROUP.
+    clone_target: Option<std::os::fd::OwnedFd>,
 }
 
 impl SandboxCgroup {
@@ -131,6 +136,7 @@ impl SandboxCgroup {
                 swap_bytes: None,
                 note: None,
             },
+            clone_target: None,
         };
         let hierarchies: Vec<PathBuf> = cgroup
             .layout
@@ -154,7 +160,26 @@ impl SandboxCgroup {
             cgroup.dirs.push(dir);
         }
         cgroup.swap = cgroup.apply(limits)?;
+        if let (Layout::V2(_), Some(dir)) = (&cgroup.layout, cgroup.dirs.first()) {
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(dir)
+                .map_err(|source| CgroupError::Io {
+                    step: "opening the sandbox cgroup",
+                    path: dir.clone(),
+                    source,
+                })?;
+            cgroup.clone_target = Some(opened.into());
+        }
         Ok(cgroup)
+    }
+
+    /// v2: the directory to clone the sandbox's first process into. None on
+    /// v1, where the process is moved with `attach` instead.
+    pub fn clone_target(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.clone_target.as_ref().map(|fd| fd.as_fd())
     }
 
     fn dir_of(&self, controller: &str) -> Option<PathBuf> {
@@ -302,6 +327,7 @@ impl SandboxCgroup {
     /// Removes the sandbox directories (retrying briefly while the last
     /// tasks finish exiting). The parent stays: other sandboxes use it.
     pub fn remove(&mut self) -> Result<(), CgroupError> {
+        self.clone_target = None;
         let v2 = matches!(self.layout, Layout::V2(_));
         let mut first_error = None;
         while let Some(dir) = self.dirs.pop() {
@@ -507,6 +533,10 @@ mod tests {
             "+memory +pids +cpu"
         );
         assert_eq!(cg.path(), "/purple/sb1");
+        assert!(
+            cg.clone_target().is_some(),
+            "v2 clones straight into the cgroup"
+        );
         assert_eq!(
             cg.membership(),
             vec![Membership {
@@ -599,6 +629,7 @@ mod tests {
         assert_eq!(read(&c.join("cpu.shares")), "2048");
         assert_eq!(cg.membership().len(), 4);
         assert_eq!(cg.version(), "v1");
+        assert!(cg.clone_target().is_none(), "v1 moves the child instead");
     }
 
     #[test]

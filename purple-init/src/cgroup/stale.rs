@@ -4,7 +4,7 @@
 //! A sandbox cgroup is named `SANDBOX_ID@PID.START`: the pid of the
 //! purple-init that created it and that process's start time (clock ticks
 //! after boot, from /proc/PID/stat). When no process with that pid and start
-//! time exists, the owner died without cleaning up (SIGKILL, power loss),
+//! time exists, the owner died without cleaning up (SIGKILL, a crash),
 //! and the next run removes the directory. A live owner's cgroup is never
 //! touched, even while it is still empty.
 

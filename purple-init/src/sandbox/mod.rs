@@ -214,9 +214,12 @@ pub fn launch(
         .filter(|(flag, _)| *flag != libc::CLONE_NEWCGROUP as u64)
         .fold(0, |acc, (flag, _)| acc | flag);
 
+    let into_cgroup = cgroup.and_then(SandboxCgroup::clone_target);
     // SAFETY: purple-init is single-threaded (no runtime, no helper threads),
     // so the child cannot inherit a lock held by another thread.
-    match unsafe { sys::clone_process(flags) }.map_err(|errno| LaunchError::Clone { errno })? {
+    match unsafe { sys::clone_process(flags, into_cgroup) }
+        .map_err(|errno| LaunchError::Clone { errno })?
+    {
         Cloned::Child => {
             drop(sync_write);
             drop(status_read);
@@ -233,7 +236,8 @@ pub fn launch(
             };
             // If anything below fails, dropping `sync_write` unreleased makes
             // the child see EOF and exit; killing it makes that immediate.
-            if let Some(cgroup) = cgroup {
+            // v1 has no CLONE_INTO_CGROUP: move the (still waiting) child.
+            if let Some(cgroup) = cgroup.filter(|c| c.clone_target().is_none()) {
                 let attached = u32::try_from(pid)
                     .map_err(|_| LaunchError::Clone {
                         errno: Errno::ESRCH,

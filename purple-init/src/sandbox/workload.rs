@@ -26,6 +26,7 @@ pub const STEPS: &[&str] = &[
     "execve: the program exists, but its interpreter or dynamic loader does not",
     "install the seccomp filter",
     "apply Landlock",
+    "set oom_score_adj",
 ];
 const STEP_LANDLOCK: u8 = 10;
 const STEP_EXEC: u8 = 0;
@@ -107,6 +108,12 @@ fn run(plan: &Plan, prepared: &Prepared, status: &OwnedFd) -> Result<Never, (u8,
     .map_err(|e| (2, e))?;
     nix::unistd::chdir(plan.cwd.as_str()).map_err(|e| (3, e))?;
     set_rlimits(&plan.limits.rlimits).map_err(|e| (4, e))?;
+    // The command and everything it starts go first when the OOM killer
+    // picks a victim, in the sandbox's cgroup and on the host: PID 1 (the
+    // reaper) must outlive them, or a memory-full sandbox would end as a
+    // vanished PID 1 instead of a reported OOM kill. Raising needs no
+    // privilege; lowering it back gains the command nothing.
+    set_oom_score_adj().map_err(|e| (11, e))?;
     // Every descriptor above 2 closes at execve (the exec-error pipe too).
     sys::close_from(3, libc::CLOSE_RANGE_CLOEXEC).map_err(|e| (5, e))?;
     restrict_capabilities(&plan.kept_capabilities, plan.ambient_capabilities)
@@ -133,6 +140,17 @@ fn run(plan: &Plan, prepared: &Prepared, status: &OwnedFd) -> Result<Never, (u8,
     // Last, so that nothing Purple itself does runs under the filter.
     super::syscall_filter::apply_programs(&prepared.filters).map_err(|e| (9, e))?;
     execute(prepared)
+}
+
+/// /proc/self files of a non-dumpable process (this one inherited PID 1's
+/// flag) belong to root, so the write needs the flag up for a moment; the
+/// execve that follows sets it for the command anyway.
+fn set_oom_score_adj() -> Result<(), Errno> {
+    nix::sys::prctl::set_dumpable(true)?;
+    let written = std::fs::write("/proc/self/oom_score_adj", "1000")
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)));
+    nix::sys::prctl::set_dumpable(false)?;
+    written
 }
 
 /// Per-process limits, inherited by everything the command starts. Only
