@@ -1948,6 +1948,9 @@ impl SetuidInit {
 }
 
 const MAGIC: &[u8; 4] = b"PRPL";
+/// purple_common::protocol::PROTOCOL_VERSION, which this file checks from
+/// the outside (a frame of any other version must be refused).
+const WIRE_VERSION: u32 = 2;
 
 /// Pieces of a request, each sent with its own SCM_RIGHTS fds.
 type Chunks = Vec<(Vec<u8>, Vec<RawFd>)>;
@@ -2060,7 +2063,7 @@ fn decode_reply(frame: &[u8]) -> Result<Reply, String> {
     }
     let version = u32::from_le_bytes(frame[4..8].try_into().unwrap());
     let len = u32::from_le_bytes(frame[8..12].try_into().unwrap()) as usize;
-    if version != 2 || len != frame.len() - 12 {
+    if version != WIRE_VERSION || len != frame.len() - 12 {
         return Err(format!(
             "bad reply header: version {version}, length {len}, {} payload bytes",
             frame.len() - 12
@@ -2325,9 +2328,9 @@ fn init_refuses_malformed_frames() {
             &["magic"],
         ),
         (
-            "version 2",
-            one(with(header(MAGIC, 2, 10), &[0; 10])),
-            &["version 2"],
+            "version 3",
+            one(with(header(MAGIC, 3, 10), &[0; 10])),
+            &["version 3"],
         ),
         (
             "version 0",
@@ -2341,34 +2344,38 @@ fn init_refuses_malformed_frames() {
         ),
         (
             "length 0xFFFFFFFF",
-            one(header(MAGIC, 1, u32::MAX)),
+            one(header(MAGIC, WIRE_VERSION, u32::MAX)),
             &["4294967295", "limit"],
         ),
         (
             "length 1 MiB + 1",
-            one(header(MAGIC, 1, (1 << 20) + 1)),
+            one(header(MAGIC, WIRE_VERSION, (1 << 20) + 1)),
             &["limit"],
         ),
         (
             "truncated payload",
-            one(with(header(MAGIC, 1, 1000), &[0; 100])),
+            one(with(header(MAGIC, WIRE_VERSION, 1000), &[0; 100])),
             &["truncated", "100 of 1000"],
         ),
-        ("empty payload", one(header(MAGIC, 1, 0)), &["malformed"]),
+        (
+            "empty payload",
+            one(header(MAGIC, WIRE_VERSION, 0)),
+            &["malformed"],
+        ),
         (
             "random payload",
-            one(with(header(MAGIC, 1, 4096), &noise(4096, 42))),
+            one(with(header(MAGIC, WIRE_VERSION, 4096), &noise(4096, 42))),
             &["malformed"],
         ),
         (
             "0xFF payload",
-            one(with(header(MAGIC, 1, 64), &[0xFF; 64])),
+            one(with(header(MAGIC, WIRE_VERSION, 64), &[0xFF; 64])),
             &["malformed"],
         ),
         (
             "hostile length inside payload",
             one(with(
-                header(MAGIC, 1, hostile_len.len() as u32),
+                header(MAGIC, WIRE_VERSION, hostile_len.len() as u32),
                 &hostile_len,
             )),
             &["malformed"],
@@ -2396,7 +2403,7 @@ fn init_refuses_malformed_frames() {
     let (_, out) = attack(
         &init,
         "truncated then closed",
-        &one(with(header(MAGIC, 1, 1000), &[0; 100])),
+        &one(with(header(MAGIC, WIRE_VERSION, 1000), &[0; 100])),
         End::Close,
         INIT_LIMIT,
     );
@@ -2455,7 +2462,7 @@ fn init_refuses_requests_with_many_descriptors() {
         let (read_end, write_end) = pipe_witness();
         let per = count / pieces;
         let fds = vec![write_end.as_raw_fd(); per];
-        let head = header(MAGIC, 1, 16);
+        let head = header(MAGIC, WIRE_VERSION, 16);
         let step = 12 / pieces;
         let mut chunks: Vec<(Vec<u8>, Vec<RawFd>)> = (0..pieces)
             .map(|i| (head[i * step..(i + 1) * step].to_vec(), fds.clone()))
@@ -2492,7 +2499,7 @@ fn init_gives_up_on_a_stalled_request() {
     }
     let b = before();
     let init = SetuidInit::new();
-    let mut head = header(MAGIC, 1, 1000);
+    let mut head = header(MAGIC, WIRE_VERSION, 1000);
     head.extend_from_slice(&[0; 100]);
     let (reply, out) = attack(
         &init,
@@ -2580,7 +2587,7 @@ fn open_path(path: &str) -> OwnedFd {
 }
 
 fn reframe(payload: &[u8]) -> Vec<u8> {
-    let mut frame = header(MAGIC, 1, u32::try_from(payload.len()).unwrap());
+    let mut frame = header(MAGIC, WIRE_VERSION, u32::try_from(payload.len()).unwrap());
     frame.extend_from_slice(payload);
     frame
 }
