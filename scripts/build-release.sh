@@ -13,4 +13,4 @@ cd "$(dirname "$0")/.."
 host=$(rustc -vV | sed -n 's/^host: //p')
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
     cargo build --release --locked --target "$host" -p purple-supervisor -p purple-init >&2
-echo "$PWD/target/$host/release"
+echo "${CARGO_TARGET_DIR:-$PWD/target}/$host/release"

@@ -100,12 +100,8 @@ fn set_up(
     // Die with purple-init: set before the sync read, so that a parent that
     // dies at any moment from here on either signals us or leaves EOF.
     set_parent_death_signal()?;
-    // The id maps exist only once init has written them (and init placed
-    // this process in the sandbox cgroup before that).
-    wait_for_id_maps(sync)?;
-    // Before anything of the sandbox runs: make sure the limits apply to
-    // it, then make its cgroup the root of a new cgroup namespace.
-    enter_cgroup_namespace(membership)?;
+    // The id maps exist only once init has written them.
+    wait_for(sync, super::RELEASED, "wait for id maps")?;
     // Switch to the mapped ids now, keeping this namespace's capabilities,
     // so nothing below runs as host root (kuid 0) on host files.
     become_sandbox_identity(plan)?;
@@ -139,6 +135,12 @@ fn set_up(
     // A new session has no controlling terminal: the workload cannot use
     // TIOCSTI to type into the caller's terminal, nor get its job signals.
     nix::unistd::setsid().map_err(step_err("setsid"))?;
+    // Last, before this process becomes PID 1 and forks the command: init
+    // says the sandbox cgroup holds it (v1 moves it while the root was being
+    // built); check that from /proc, then make that cgroup the root of a new
+    // cgroup namespace.
+    wait_for(sync, super::PLACED, "wait for the cgroup")?;
+    enter_cgroup_namespace(membership)?;
     Ok(())
 }
 
@@ -166,15 +168,22 @@ fn set_parent_death_signal() -> Result<(), StepError> {
         .map_err(step_err("prctl PR_SET_PDEATHSIG"))
 }
 
-fn wait_for_id_maps(sync: &OwnedFd) -> Result<(), StepError> {
+/// Reads one byte from purple-init; it must be `expected`. EOF means init
+/// is gone: there is nothing to set up for.
+fn wait_for(sync: &OwnedFd, expected: u8, step: &'static str) -> Result<(), StepError> {
     let mut byte = [0u8; 1];
     loop {
         match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(sync), &mut byte) {
-            Ok(1) => return Ok(()),
-            // purple-init is gone: nothing to set up for.
+            Ok(1) if byte[0] == expected => return Ok(()),
+            Ok(1) => {
+                return Err(StepError {
+                    step,
+                    detail: format!("unexpected byte {} from purple-init", byte[0]),
+                })
+            }
             Ok(_) => exit_child(1),
             Err(Errno::EINTR) => continue,
-            Err(errno) => return Err(step_err("wait for id maps")(errno)),
+            Err(errno) => return Err(step_err(step)(errno)),
         }
     }
 }

@@ -37,6 +37,12 @@ pub const NAMESPACES: &[(u64, &str)] = &[
     (libc::CLONE_NEWCGROUP as u64, "cgroup"),
 ];
 
+/// Bytes purple-init writes on the sync pipe: the id maps are written (the
+/// child may start building its root), then the child is in its cgroup (it
+/// may go on to become PID 1 and start the command).
+pub const RELEASED: u8 = 1;
+pub const PLACED: u8 = 2;
+
 /// What the sandbox tells purple-init, over a pipe only init reads.
 /// Each message is one small frame written with a single write(2) (below
 /// PIPE_BUF), so it arrives whole.
@@ -187,8 +193,10 @@ impl Filters {
     }
 }
 
-/// `cgroup`, when there is one, receives the child before the child is
-/// released, so nothing of the sandbox runs outside its limits.
+/// `cgroup`, when there is one, holds the child before the child may become
+/// PID 1 and start the command: on v2 it is born there (CLONE_INTO_CGROUP),
+/// on v1 it is moved there while it builds its root, and it checks its own
+/// membership before going on. Nothing of the command runs unlimited.
 pub fn launch(
     plan: &Plan,
     trees: Vec<OwnedFd>,
@@ -236,26 +244,27 @@ pub fn launch(
             };
             // If anything below fails, dropping `sync_write` unreleased makes
             // the child see EOF and exit; killing it makes that immediate.
-            // v1 has no CLONE_INTO_CGROUP: move the (still waiting) child.
+            let kill = |e: LaunchError| {
+                let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
+                e
+            };
+            write_id_maps(pid, plan).map_err(kill)?;
+            nix::unistd::write(&sync_write, &[RELEASED])
+                .map_err(|errno| kill(LaunchError::Release { errno }))?;
+            // v1 has no CLONE_INTO_CGROUP: move the child now, while it
+            // builds its root (the move waits for an RCU grace period, and
+            // this way the two overlap). The child waits for PLACED before
+            // anything of the command can run.
             if let Some(cgroup) = cgroup.filter(|c| c.clone_target().is_none()) {
-                let attached = u32::try_from(pid)
+                u32::try_from(pid)
                     .map_err(|_| LaunchError::Clone {
                         errno: Errno::ESRCH,
                     })
-                    .and_then(|pid| cgroup.attach(pid).map_err(LaunchError::from));
-                if let Err(e) = attached {
-                    let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
-                    return Err(e);
-                }
+                    .and_then(|pid| cgroup.attach(pid).map_err(LaunchError::from))
+                    .map_err(kill)?;
             }
-            if let Err(e) = write_id_maps(pid, plan) {
-                let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
-                return Err(e);
-            }
-            if let Err(errno) = nix::unistd::write(&sync_write, &[1u8]) {
-                let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
-                return Err(LaunchError::Release { errno });
-            }
+            nix::unistd::write(&sync_write, &[PLACED])
+                .map_err(|errno| kill(LaunchError::Release { errno }))?;
             Ok(running)
         }
     }
