@@ -791,6 +791,22 @@ fn tmp_is_clamped_to_a_smaller_memory_limit() {
     for_each_caller(|c| {
         let r = limited(
             c,
+            &["--memory", "32M"],
+            &["/bin/sh", "-c", "echo shm $(stat -f -c '%b %S' /dev/shm)"],
+        );
+        let shm: Vec<u64> = field(&stdout(&r.out), "shm")
+            .unwrap_or_default()
+            .split(' ')
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        assert_eq!(
+            shm.iter().product::<u64>(),
+            32 * MIB,
+            "{c:?}: /dev/shm is clamped to the memory limit too\n{}",
+            r.ctx()
+        );
+        let r = limited(
+            c,
             &["--memory", "64M"],
             &[
                 "/bin/sh",

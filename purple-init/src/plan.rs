@@ -75,6 +75,9 @@ pub struct Plan {
     pub timeout_ms: Option<u64>,
     /// Every limit of the sandbox: cgroup, rlimits, timeout.
     pub limits: ResolvedLimits,
+    /// Size of /dev/shm: 64 MiB, or the memory limit when that is smaller
+    /// (its pages count against the limit like every tmpfs's).
+    pub dev_shm_bytes: u64,
     /// `[landlock] mode`, applied by the workload.
     pub landlock: LandlockMode,
     /// `[syscalls]`, compiled into the workload's seccomp filter.
@@ -98,6 +101,9 @@ pub enum PlanError {
     #[error("mount destination {destination} lies inside a bound file {file}")]
     InsideFile { destination: AbsPath, file: AbsPath },
 }
+
+/// The default size of /dev/shm.
+pub const DEV_SHM_BYTES: u64 = 64 << 20;
 
 /// The hostname every sandbox gets: the same on every run, so tools that
 /// print it stay reproducible.
@@ -210,6 +216,7 @@ pub fn build(
         ambient_capabilities: policy.capabilities.ambient,
         timeout_ms: limits.timeout_ms,
         limits: *limits,
+        dev_shm_bytes: DEV_SHM_BYTES.min(limits.cgroup.memory_max),
         landlock: policy.landlock.mode,
         syscalls: policy.syscalls.clone(),
     })

@@ -317,7 +317,10 @@ fn isolation(
     };
     mounts.push(fixed("/dev", "tmpfs", true));
     mounts.push(fixed("/dev/pts", "devpts", false));
-    mounts.push(fixed("/dev/shm", "tmpfs", false));
+    mounts.push(MountRecord {
+        size_bytes: Some(plan.dev_shm_bytes),
+        ..fixed("/dev/shm", "tmpfs", false)
+    });
     mounts.push(fixed("/proc", "proc", false));
     for dir in READ_ONLY_PROC_DIRS {
         mounts.push(fixed(&format!("/proc/{dir}"), "bind", true));

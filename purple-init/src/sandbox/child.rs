@@ -121,7 +121,7 @@ fn set_up(
     // no path can cross into a host bind yet.
     write_root_entries(root.as_fd(), &plan.root_entries)?;
     mount_plan(root.as_fd(), &plan.mounts, trees)?;
-    build_dev(root.as_fd())?;
+    build_dev(root.as_fd(), plan.dev_shm_bytes)?;
     // proc must be mounted while the host's /proc is still visible in this
     // mount namespace (the kernel's mount_too_revealing check).
     build_proc(root.as_fd())?;
@@ -345,7 +345,7 @@ fn abs(s: &str) -> MountResult<AbsPath> {
 
 /// A minimal /dev: a small tmpfs with the harmless host devices bound in,
 /// a private devpts instance, /dev/shm, and the usual links.
-fn build_dev(root: std::os::fd::BorrowedFd<'_>) -> MountResult<()> {
+fn build_dev(root: std::os::fd::BorrowedFd<'_>, shm_bytes: u64) -> MountResult<()> {
     let dev = abs("/dev")?;
     let tmpfs = mounts::new_tmpfs(
         64 << 10,
@@ -378,7 +378,7 @@ fn build_dev(root: std::os::fd::BorrowedFd<'_>) -> MountResult<()> {
     mounts::attach(&devpts, &target, &pts)?;
     let shm = abs("/dev/shm")?;
     let shm_fs = mounts::new_tmpfs(
-        64 << 20,
+        shm_bytes,
         0o1777,
         MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         "/dev/shm",
