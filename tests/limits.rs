@@ -360,15 +360,16 @@ impl PrivateParent {
             .collect()
     }
 
-    /// Sub-directories (sandbox cgroups) under this parent, in any hierarchy.
+    /// Sandbox cgroups under this parent, in any hierarchy: they sit one
+    /// level down, in a directory per caller (`uid-UID`); anything else
+    /// directly under the parent counts too.
     fn children(&self) -> Vec<PathBuf> {
-        self.dirs()
-            .iter()
-            .filter_map(|d| std::fs::read_dir(d).ok())
-            .flat_map(|entries| entries.flatten())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.path())
-            .collect()
+        self.dirs().iter().flat_map(|d| sandbox_dirs(d)).collect()
+    }
+
+    /// The per-caller directories (`uid-UID`) under this parent.
+    fn caller_dirs(&self) -> Vec<PathBuf> {
+        self.dirs().iter().flat_map(|d| caller_dirs(d)).collect()
     }
 
     /// Each leftover child with the processes it still holds.
@@ -428,6 +429,9 @@ impl Drop for PrivateParent {
     fn drop(&mut self) {
         for child in self.children() {
             let _ = std::fs::remove_dir(child);
+        }
+        for dir in self.caller_dirs() {
+            let _ = std::fs::remove_dir(dir);
         }
         for dir in self.dirs() {
             let _ = std::fs::remove_dir(dir);
@@ -551,16 +555,52 @@ fn sleep_marker() -> String {
     )
 }
 
+/// The `uid-UID` directories under a parent cgroup directory.
+fn caller_dirs(parent: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(parent)
+        .into_iter()
+        .flat_map(|entries| entries.flatten())
+        .filter(|e| {
+            e.file_type().is_ok_and(|t| t.is_dir())
+                && e.file_name().to_string_lossy().starts_with("uid-")
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Every directory under a parent cgroup directory that is not a per-caller
+/// directory, plus every directory inside the per-caller ones.
+fn sandbox_dirs(parent: &std::path::Path) -> Vec<PathBuf> {
+    let subdirs = |d: &std::path::Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d)
+            .into_iter()
+            .flat_map(|entries| entries.flatten())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect()
+    };
+    let callers = caller_dirs(parent);
+    let mut found: Vec<PathBuf> = subdirs(parent)
+        .into_iter()
+        .filter(|d| !callers.contains(d))
+        .collect();
+    for caller in &callers {
+        found.extend(subdirs(caller));
+    }
+    found
+}
+
 /// The cgroup directories (any hierarchy, under `parent`) owned by the
 /// purple-init `init` (named `<uuid>@<pid>.<start>`).
 fn cgroups_of_init(parent: &str, init: (i32, u64)) -> Vec<PathBuf> {
     let suffix = format!("@{}.{}", init.0, init.1);
     hierarchies()
         .iter()
-        .filter_map(|h| std::fs::read_dir(h.join(parent)).ok())
-        .flat_map(|entries| entries.flatten())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(&suffix))
-        .map(|e| e.path())
+        .flat_map(|h| sandbox_dirs(&h.join(parent)))
+        .filter(|d| {
+            d.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(&suffix))
+        })
         .collect()
 }
 
@@ -957,7 +997,7 @@ fn defaults_bound_every_run_and_are_reported() {
             "{c:?}: swap is neither bounded to 0 nor explained\n{ctx}"
         );
         // `cgroup v1` / `cgroup v2`, and the same in the one-line summary,
-        // `v1 /purple/<sandbox id>@<init pid>.<start time>`.
+        // `v1 /purple/uid-<caller uid>/<sandbox id>@<init pid>.<start time>`.
         let version = l["cgroup"]
             .as_str()
             .and_then(|s| s.strip_prefix("cgroup "))
@@ -973,8 +1013,13 @@ fn defaults_bound_every_run_and_are_reported() {
             "{c:?}\n{ctx}"
         );
         let id = r.at("/sandbox_id").as_str().unwrap_or("?");
+        let caller_uid = match c {
+            Caller::Root => 0,
+            Caller::User => purple_tests::TEST_UID,
+        };
+        let caller_dir = format!("/purple/uid-{caller_uid}/");
         let owner = path
-            .strip_prefix("/purple/")
+            .strip_prefix(caller_dir.as_str())
             .and_then(|n| n.strip_prefix(id))
             .and_then(|n| n.strip_prefix('@'))
             .and_then(|n| n.split_once('.'))
@@ -984,7 +1029,7 @@ fn defaults_bound_every_run_and_are_reported() {
                 && owner.0.bytes().all(|b| b.is_ascii_digit())
                 && !owner.1.is_empty()
                 && owner.1.bytes().all(|b| b.is_ascii_digit()),
-            "{c:?}: cgroup path {path:?} is not /purple/<id>@<pid>.<start>\n{ctx}"
+            "{c:?}: cgroup path {path:?} is not /purple/uid-<caller>/<id>@<pid>.<start>\n{ctx}"
         );
         for key in [
             "memory_peak_bytes",
@@ -1613,5 +1658,96 @@ fn stress_killed_runs_leave_nothing_behind() {
     assert!(
         inits_killed > 0,
         "no purple-init was ever found to kill: the test did not exercise the sweep"
+    );
+}
+
+/// Every unprivileged caller's sandboxes share one parent cgroup,
+/// `purple/uid-UID`, which carries the admin's per-user totals (built in:
+/// 16G of memory, 4096 tasks), so many sandboxes of one user cannot add up
+/// past them. A root caller's parent carries none.
+#[test]
+fn one_users_sandboxes_share_a_bounded_parent() {
+    if !require_root("one_users_sandboxes_share_a_bounded_parent") {
+        return;
+    }
+    let out = purple(Caller::User, ["run", "--", "/bin/true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let user_dir = format!("purple/uid-{}", purple_tests::TEST_UID);
+    let mut checked = 0;
+    for h in hierarchies() {
+        let dir = h.join(&user_dir);
+        let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
+        if let Some(v) = read("memory.limit_in_bytes").or_else(|| read("memory.max")) {
+            assert_eq!(v.trim(), (16u64 << 30).to_string(), "{}", dir.display());
+            checked += 1;
+        }
+        if let Some(v) = read("pids.max") {
+            assert_eq!(v.trim(), "4096", "{}", dir.display());
+            checked += 1;
+        }
+    }
+    assert_eq!(
+        checked, 2,
+        "the user's parent {user_dir} should carry a memory and a pids total"
+    );
+}
+
+/// The caller cannot hold off the timeout by stopping purple-init: once the
+/// request is checked, purple-init's real uid is root, so the caller's
+/// SIGSTOP is refused (EPERM), and the terminal's job-control stops
+/// (SIGTSTP, SIGTTIN, SIGTTOU, sent without a permission check) are
+/// ignored. SIGTERM to the supervisor still ends the run, through the
+/// socket.
+#[test]
+fn a_caller_cannot_stop_purple_init() {
+    if !require_root("a_caller_cannot_stop_purple_init") {
+        return;
+    }
+    let (running, init, marker) = start_sleeper(Caller::User, None);
+    let kill_as_user = |signal: &str| {
+        use std::os::unix::process::CommandExt;
+        Command::new("/bin/kill")
+            .args(["-s", signal, &init.0.to_string()])
+            .uid(purple_tests::TEST_UID)
+            .gid(purple_tests::TEST_GID)
+            .output()
+            .unwrap()
+    };
+    let stop = kill_as_user("STOP");
+    assert!(
+        !stop.status.success(),
+        "the caller could SIGSTOP purple-init\n{}",
+        show(&stop)
+    );
+    // Job-control stops, as a terminal would send them (here from root,
+    // which may signal anything; the test started this process).
+    for signal in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        // SAFETY: kill(2) on a purple-init this test started.
+        unsafe { libc::kill(init.0, signal) };
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", init.0)).unwrap_or_default();
+    let state = state
+        .rsplit_once(')')
+        .map(|(_, r)| r.trim_start().chars().next());
+    assert_ne!(
+        state,
+        Some(Some('T')),
+        "purple-init was stopped by a job-control signal"
+    );
+    // The supervisor's SIGTERM still reaches purple-init (over the socket).
+    // SAFETY: kill(2) on the supervisor this test started.
+    unsafe { libc::kill(running.pid(), libc::SIGTERM) };
+    let out = running.finish();
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGTERM),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || live_with_arg(&marker)
+            .is_empty()),
+        "the sandbox outlived the supervisor's SIGTERM"
     );
 }

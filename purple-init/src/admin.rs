@@ -97,6 +97,11 @@ pub struct LimitMaxima {
     pub open_files: u32,
     #[serde(deserialize_with = "loose::optional")]
     pub file_size: Option<ByteSize>,
+    /// All running sandboxes of one unprivileged caller together: written
+    /// on that caller's parent cgroup (`PARENT/uid-UID`).
+    #[serde(deserialize_with = "loose::value")]
+    pub user_memory: ByteSize,
+    pub user_pids: u32,
 }
 
 impl Default for LimitMaxima {
@@ -111,6 +116,8 @@ impl Default for LimitMaxima {
             tmpfs: ByteSize::from_bytes(4 << 30),
             open_files: 65_536,
             file_size: None,
+            user_memory: ByteSize::from_bytes(16 << 30),
+            user_pids: 4096,
         }
     }
 }
@@ -347,6 +354,7 @@ fn check_limits(config: &AdminConfig) -> Result<(), String> {
     };
     in_range("defaults.pids", d.pids, 1..=MAX_PIDS)?;
     in_range("maxima.pids", m.pids, 1..=MAX_PIDS)?;
+    in_range("maxima.user_pids", m.user_pids, 1..=MAX_PIDS)?;
     in_range("defaults.cpu_weight", d.cpu_weight, CPU_WEIGHT_RANGE)?;
     in_range("maxima.cpu_weight", m.cpu_weight, CPU_WEIGHT_RANGE)?;
     in_range("defaults.open_files", d.open_files, OPEN_FILES_RANGE)?;

@@ -37,10 +37,15 @@ fn sys_err(step: &'static str) -> impl FnOnce(Errno) -> HardeningError {
 #[derive(Debug)]
 pub struct StartState {
     pub socket: OwnedFd,
+    /// pidfd of the supervisor (purple-init's parent).
+    pub supervisor: OwnedFd,
     pub real_uid: u32,
     pub real_gid: u32,
     pub purple_config: Option<OsString>,
 }
+
+/// Job-control stop signals a terminal sends: ignored by purple-init.
+pub const JOB_CONTROL_SIGNALS: [libc::c_int; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
 
 /// Signals that make purple-init end the sandbox; read via signalfd.
 pub const STOP_SIGNALS: &[Signal] = &[
@@ -74,6 +79,15 @@ pub fn sanitize_process() -> Result<StartState, HardeningError> {
     let socket = take_request_socket()?;
     sys::close_from(INIT_SOCKET_FD as u32 + 1, 0)
         .map_err(sys_err("close inherited descriptors"))?;
+    // The supervisor's death must end the sandbox also after purple-init
+    // made root its real uid: the kernel checks a parent-death signal
+    // against the dying parent's right to signal, so from then on only this
+    // pidfd (polled while the sandbox runs) tells.
+    let supervisor =
+        sys::pidfd_open(parent.as_raw()).map_err(sys_err("pidfd_open of the supervisor"))?;
+    if nix::unistd::getppid() != parent {
+        return Err(HardeningError::ParentGone);
+    }
 
     let purple_config = std::env::var_os("PURPLE_CONFIG");
     clear_environment();
@@ -87,6 +101,7 @@ pub fn sanitize_process() -> Result<StartState, HardeningError> {
     keep_only_needed_capabilities()?;
     Ok(StartState {
         socket,
+        supervisor,
         real_uid: ids.real.as_raw(),
         real_gid: gids.real.as_raw(),
         purple_config,
@@ -171,6 +186,12 @@ fn reset_signals() -> Result<(), HardeningError> {
     // kill it before it reports); the command gets the default back.
     sys::set_signal_dispositions([libc::SIGPIPE], libc::SIG_IGN)
         .map_err(sys_err("ignore SIGPIPE"))?;
+    // The caller's terminal can stop its foreground process group without
+    // any permission check (Ctrl-Z, background reads and writes): a stopped
+    // purple-init would not enforce the timeout. The command gets the
+    // defaults back.
+    sys::set_signal_dispositions(JOB_CONTROL_SIGNALS, libc::SIG_IGN)
+        .map_err(sys_err("ignore job-control stops"))?;
     let mut stop = SigSet::empty();
     for s in STOP_SIGNALS {
         stop.add(*s);
@@ -209,6 +230,18 @@ pub fn with_cgroup_privilege<T>(step: impl FnOnce() -> T) -> Result<T, Hardening
     let result = step();
     caps::drop(None, caps::CapSet::Effective, CGROUP_CAPABILITY).map_err(cap_err)?;
     Ok(result)
+}
+
+/// Makes root the real uid too, once nothing more is checked as the caller:
+/// the kernel lets a process signal another whose real uid is its own, so
+/// until now the caller could SIGSTOP purple-init and hold off its timeout
+/// (the admin's `maxima.timeout` included). From here on the supervisor's
+/// parent-death signal is refused too (the kernel checks it like a kill by
+/// the dying supervisor); the supervisor's pidfd replaces it, and stop
+/// requests come over the socket.
+pub fn stop_answering_caller_signals() -> Result<(), HardeningError> {
+    let root = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresuid(root, root, root).map_err(sys_err("setresuid to root"))
 }
 
 /// After the sandbox is started purple-init needs no capability at all.

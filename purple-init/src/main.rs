@@ -88,6 +88,11 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
         Ok(b) => b,
         Err(e) => return ctx.refused(e.to_string()),
     };
+    // Step 4b: every check made as the caller is done; from here on the
+    // caller cannot signal (stop) purple-init.
+    if let Err(e) = hardening::stop_answering_caller_signals() {
+        return ctx.refused(e.to_string());
+    }
     // Step 5: the limits: the policy's, within the admin's maxima, the
     // admin's defaults for the rest. Still nothing created.
     let caller = if state.real_uid == 0 {
@@ -152,11 +157,12 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
     // Step 10: the cgroup, with every limit written, before the sandbox's
     // first process exists (and stale ones of dead owners swept first).
     // Dropping `cgroup` on any return below removes it.
-    let created =
-        match hardening::with_cgroup_privilege(|| create_cgroup(&admin, &plan, sandbox_id)) {
-            Ok(created) => created,
-            Err(e) => return ctx.setup_failed(e.to_string()),
-        };
+    let created = match hardening::with_cgroup_privilege(|| {
+        create_cgroup(&admin, &plan, sandbox_id, state.real_uid)
+    }) {
+        Ok(created) => created,
+        Err(e) => return ctx.setup_failed(e.to_string()),
+    };
     let (mut cgroup, cgroup_line) = match created {
         Ok(CgroupState::Applied(cg)) => {
             let line = format!("{} {}", cg.version(), cg.path());
@@ -186,7 +192,12 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
     // and remove it (PID 1 is reaped, so the pid namespace is empty), and
     // report.
     let timeout = plan.timeout_ms.map(std::time::Duration::from_millis);
-    let waited = supervise::wait(running, timeout);
+    let waited = supervise::wait(
+        running,
+        timeout,
+        state.socket.as_fd(),
+        state.supervisor.as_fd(),
+    );
     let resources = report::ResourceOutcome {
         cgroup_line,
         cgroup_path: cgroup.as_ref().map(cgroup::SandboxCgroup::path),
@@ -216,6 +227,7 @@ fn create_cgroup(
     admin: &admin::AdminConfig,
     plan: &plan::Plan,
     sandbox_id: &str,
+    caller_uid: u32,
 ) -> Result<CgroupState, cgroup::CgroupError> {
     // The admin may insist on cgroups whatever the policy accepts.
     let best_effort = plan.limits.mode == purple_common::policy::ResourceMode::BestEffort
@@ -225,19 +237,30 @@ fn create_cgroup(
         Err(e) if best_effort => return Ok(CgroupState::Skipped(e.to_string())),
         Err(e) => return Err(e.into()),
     };
-    let parent = &admin.cgroup.parent;
-    cgroup::stale::sweep(&layout, parent);
+    // One parent per caller: the admin's totals for one user's sandboxes
+    // sit on it (a root caller's are not bounded), and sandboxes of
+    // different users never share a budget.
+    let parent = format!("{}/uid-{}", admin.cgroup.parent, caller_uid);
+    let totals = if caller_uid == 0 {
+        cgroup::ParentLimits::default()
+    } else {
+        cgroup::ParentLimits {
+            memory_max: Some(admin.maxima.user_memory.bytes()),
+            pids_max: Some(admin.maxima.user_pids),
+        }
+    };
+    cgroup::stale::sweep(&layout, &admin.cgroup.parent);
     // Without its own start time in the name, a later run could take this
     // live sandbox's cgroup for a dead one.
     let created = cgroup::stale::start_time_of("self")
         .ok_or(cgroup::CgroupError::OwnerUnknown)
         .and_then(|start| {
             let name = cgroup::stale::sandbox_name(sandbox_id, std::process::id(), start);
-            cgroup::SandboxCgroup::create(layout, parent, &name, &plan.limits.cgroup)
+            cgroup::SandboxCgroup::create(layout, &parent, &name, &plan.limits.cgroup, &totals)
         });
     match created {
         Ok(cg) => Ok(CgroupState::Applied(cg)),
-        Err(e) if best_effort => Ok(CgroupState::Skipped(e.to_string())),
+        Err(e) if best_effort && e.host_lacks_cgroups() => Ok(CgroupState::Skipped(e.to_string())),
         Err(e) => Err(e),
     }
 }

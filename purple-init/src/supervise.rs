@@ -2,7 +2,7 @@
 //! the wall-clock timeout, turn SIGINT/SIGTERM/SIGHUP/SIGQUIT into an orderly
 //! kill, and collect the status the sandbox reported.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -35,9 +35,16 @@ pub enum SuperviseError {
 
 /// How the sandbox ended, and what Landlock enforced on the command (when
 /// it got that far).
+/// `supervisor` is the request socket: after the request the supervisor
+/// writes one byte there, the number of a stop signal it received, when it
+/// wants the sandbox ended (it cannot signal purple-init itself).
+/// `supervisor_pidfd` becomes readable when the supervisor exits; the
+/// sandbox then ends as if the supervisor had sent SIGHUP.
 pub fn wait(
     running: Running,
     timeout: Option<Duration>,
+    supervisor: BorrowedFd<'_>,
+    supervisor_pidfd: BorrowedFd<'_>,
 ) -> Result<(Ending, Option<String>), SuperviseError> {
     let mut stop_set = SigSet::empty();
     for s in STOP_SIGNALS {
@@ -52,6 +59,7 @@ pub fn wait(
     let mut message_bytes: Vec<u8> = Vec::new();
     let mut status_open = true;
     let mut forced: Option<Ending> = None;
+    let mut supervisor_open = true;
 
     loop {
         let remaining = match (deadline, &forced) {
@@ -64,13 +72,16 @@ pub fn wait(
         };
         // The status pipe leaves the set at EOF: a hung-up pipe would
         // otherwise report POLLHUP on every call and spin this loop.
+        // Each source is polled only while it can still say something: a
+        // hung-up pipe or an exited supervisor would otherwise report ready
+        // on every call and spin this loop.
         let mut fds = vec![
             PollFd::new(running.pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
         ];
-        if status_open {
-            fds.push(PollFd::new(running.status.as_fd(), PollFlags::POLLIN));
-        }
+        let status_index = watch(&mut fds, running.status.as_fd(), status_open);
+        let supervisor_index = watch(&mut fds, supervisor, supervisor_open);
+        let pidfd_index = watch(&mut fds, supervisor_pidfd, forced.is_none());
         match poll(&mut fds, remaining) {
             Ok(0) => {
                 // Deadline passed: kill the whole sandbox (PID 1 takes every
@@ -93,7 +104,23 @@ pub fn wait(
                 .and_then(|fd| fd.revents())
                 .is_some_and(|r| !r.is_empty())
         };
-        let (pid1_done, signal_ready, status_ready) = (ready(0), ready(1), ready(2));
+        let ready_at = |i: Option<usize>| i.is_some_and(ready);
+        let (pid1_done, signal_ready) = (ready(0), ready(1));
+        let status_ready = ready_at(status_index);
+        let supervisor_ready = ready_at(supervisor_index);
+        if ready_at(pidfd_index) && forced.is_none() {
+            let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
+            forced = Some(Ending::Interrupted(libc::SIGHUP));
+        }
+        if supervisor_ready {
+            // Whatever came (a byte, EOF, an error), the socket is done:
+            // one stop request is all it carries.
+            supervisor_open = false;
+            if let (Some(signal), None) = (read_stop_request(supervisor), &forced) {
+                let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
+                forced = Some(Ending::Interrupted(signal));
+            }
+        }
         if status_ready {
             status_open = read_status(&running, &mut message_bytes);
         }
@@ -128,6 +155,33 @@ pub fn wait(
                 .map_or(Ending::Vanished { wait_status }, Ending::Reported);
             return Ok((ending, landlock));
         }
+    }
+}
+
+/// Adds `fd` to the poll set when `wanted`; its index there.
+fn watch<'fd>(fds: &mut Vec<PollFd<'fd>>, fd: BorrowedFd<'fd>, wanted: bool) -> Option<usize> {
+    wanted.then(|| {
+        fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        fds.len() - 1
+    })
+}
+
+/// The signal the supervisor asks purple-init to act on: the byte it sent
+/// when that is one of the stop signals, SIGTERM for any other byte. EOF
+/// (a half-closed or closed socket) asks for nothing: a client may close
+/// its sending side and still wait for the report, and a supervisor that
+/// died is covered by the parent-death signal.
+fn read_stop_request(supervisor: BorrowedFd<'_>) -> Option<i32> {
+    let mut byte = [0u8; 1];
+    match nix::unistd::read(supervisor.as_raw_fd(), &mut byte) {
+        Ok(1) => Some(
+            STOP_SIGNALS
+                .iter()
+                .map(|s| *s as i32)
+                .find(|s| *s == i32::from(byte[0]))
+                .unwrap_or(libc::SIGTERM),
+        ),
+        _ => None,
     }
 }
 

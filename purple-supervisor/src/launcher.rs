@@ -57,8 +57,23 @@ pub fn find_init() -> Result<PathBuf, LaunchError> {
 
 /// The pid of the running purple-init, for the signal forwarder.
 static INIT_PID: AtomicI32 = AtomicI32::new(0);
+/// Our end of the request socket, once the whole request is on it.
+static STOP_SOCKET: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn forward_signal(signal: libc::c_int) {
+    // After the request, purple-init takes a stop request as one byte on
+    // the socket (it makes root its real uid, and then we may no longer
+    // signal it); before, while it still runs as us, a signal reaches it.
+    let socket = STOP_SOCKET.load(Ordering::SeqCst);
+    if socket >= 0 {
+        let byte = [u8::try_from(signal).unwrap_or(0)];
+        // SAFETY: write is async-signal-safe; the socket stays open until
+        // the report has been read, and the forwarder is cleared before.
+        unsafe {
+            libc::write(socket, byte.as_ptr().cast(), 1);
+        }
+        return;
+    }
     let pid = INIT_PID.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe; pid is purple-init, our child.
@@ -123,7 +138,9 @@ pub fn run_sandbox(
         let _ = child.wait();
         return Err(LaunchError::Send(e));
     }
+    STOP_SOCKET.store(ours.as_raw_fd(), Ordering::SeqCst);
     let reply = protocol::receive_message::<ExitReport>(ours.as_fd(), MAX_REPLY_BYTES);
+    STOP_SOCKET.store(-1, Ordering::SeqCst);
     let status = child.wait();
     match reply {
         Ok((report, _)) => Ok(report),

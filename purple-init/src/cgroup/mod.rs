@@ -82,6 +82,28 @@ pub enum CgroupError {
     Remove { path: PathBuf, detail: String },
 }
 
+impl CgroupError {
+    /// True when the host has no usable cgroup hierarchy for Purple at all:
+    /// nothing mounted, a controller missing, the parent not creatable or
+    /// its controllers not delegable. Only then may `resources.mode =
+    /// "best-effort"` run without limits. Errors in creating the sandbox's
+    /// own cgroup or writing its limits never qualify: a caller could
+    /// provoke some of those (a CPU quota above the parent's, the parent's
+    /// `cgroup.max.descendants` filled by its own sandboxes).
+    pub fn host_lacks_cgroups(&self) -> bool {
+        match self {
+            CgroupError::Layout(_) | CgroupError::MissingController { .. } => true,
+            CgroupError::Io { step, .. } => HOST_STEPS.contains(step),
+            _ => false,
+        }
+    }
+}
+
+const STEP_CREATE_PARENT: &str = "creating the Purple parent cgroup";
+const STEP_READ_HIERARCHY: &str = "reading";
+const STEP_DELEGATE: &str = "enabling controllers (a cgroup with processes of its own cannot delegate them; choose another [cgroup] parent)";
+const HOST_STEPS: [&str; 3] = [STEP_CREATE_PARENT, STEP_READ_HIERARCHY, STEP_DELEGATE];
+
 fn controller_err(
     step: &'static str,
     path: &Path,
@@ -94,6 +116,14 @@ fn controller_err(
         };
         CgroupError::Controller { step, path, detail }
     }
+}
+
+/// Totals written on the parent cgroup itself: every sandbox below it
+/// together (Purple's parent per caller, so one user's sandboxes share).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParentLimits {
+    pub memory_max: Option<u64>,
+    pub pids_max: Option<u32>,
 }
 
 /// What the host could actually bound about swap.
@@ -126,6 +156,7 @@ impl SandboxCgroup {
         parent: &str,
         name: &str,
         limits: &CgroupLimits,
+        parent_limits: &ParentLimits,
     ) -> Result<SandboxCgroup, CgroupError> {
         check_parent(parent)?;
         let mut cgroup = SandboxCgroup {
@@ -149,6 +180,9 @@ impl SandboxCgroup {
         }
         for mount_point in &hierarchies {
             make_parents(mount_point, parent)?;
+        }
+        cgroup.apply_parent(parent, parent_limits)?;
+        for mount_point in &hierarchies {
             let dir = mount_point.join(&cgroup.relative);
             std::fs::DirBuilder::new()
                 .create(&dir)
@@ -193,6 +227,63 @@ impl SandboxCgroup {
             .ok_or(CgroupError::Layout(LayoutError::MissingV1Controller {
                 controller,
             }))
+    }
+
+    /// Writes the totals on the parent (a no-op for what is `None`). They
+    /// may be there already, from this user's other sandboxes: rewriting
+    /// the same values is harmless, and a changed admin config takes effect
+    /// with the next run.
+    fn apply_parent(&self, parent: &str, totals: &ParentLimits) -> Result<(), CgroupError> {
+        let v2 = matches!(self.layout, Layout::V2(_));
+        let dir_of = |controller: &'static str| {
+            self.layout
+                .hierarchy_of(controller)
+                .map(|h| h.mount_point.join(parent))
+                .ok_or(CgroupError::Layout(LayoutError::MissingV1Controller {
+                    controller,
+                }))
+        };
+        if let Some(max) = totals.memory_max {
+            let dir = dir_of("memory")?;
+            let memory = MemController::new(dir.clone(), v2);
+            let max = i64::try_from(max).unwrap_or(i64::MAX);
+            if v2 {
+                memory
+                    .set_limit(max)
+                    .map_err(controller_err("setting the user's memory total", &dir))?;
+            } else {
+                // v1 keeps memory+swap >= memory at every step: raise the
+                // pair memsw first, lower it memory first.
+                let has_memsw = dir.join("memory.memsw.limit_in_bytes").exists();
+                let set_memory = || {
+                    memory
+                        .set_limit(max)
+                        .map_err(controller_err("setting the user's memory total", &dir))
+                };
+                let set_memsw = || {
+                    if has_memsw {
+                        memory
+                            .set_memswap_limit(max)
+                            .map_err(controller_err("setting the user's memory total", &dir))
+                    } else {
+                        Ok(())
+                    }
+                };
+                if set_memory().is_err() {
+                    set_memsw()?;
+                    set_memory()?;
+                } else {
+                    set_memsw()?;
+                }
+            }
+        }
+        if let Some(max) = totals.pids_max {
+            let dir = dir_of("pids")?;
+            PidController::new(dir.clone(), v2)
+                .set_pid_max(MaxValue::Value(i64::from(max)))
+                .map_err(controller_err("setting the user's pids total", &dir))?;
+        }
+        Ok(())
     }
 
     /// Writes the limits. Memory first: it is what protects the host most.
@@ -384,7 +475,7 @@ fn make_parents(mount_point: &Path, parent: &str) -> Result<(), CgroupError> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
             Err(source) => {
                 return Err(CgroupError::Io {
-                    step: "creating the Purple parent cgroup",
+                    step: STEP_CREATE_PARENT,
                     path: dir,
                     source,
                 })
@@ -401,7 +492,7 @@ fn enable_v2_controllers(mount_point: &Path, parent: &str) -> Result<(), CgroupE
     let controllers_file = mount_point.join("cgroup.controllers");
     let available =
         std::fs::read_to_string(&controllers_file).map_err(|source| CgroupError::Io {
-            step: "reading",
+            step: STEP_READ_HIERARCHY,
             path: controllers_file.clone(),
             source,
         })?;
@@ -427,7 +518,7 @@ fn enable_v2_controllers(mount_point: &Path, parent: &str) -> Result<(), CgroupE
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(source) => {
                     return Err(CgroupError::Io {
-                        step: "creating the Purple parent cgroup",
+                        step: STEP_CREATE_PARENT,
                         path: level.clone(),
                         source,
                     })
@@ -436,7 +527,7 @@ fn enable_v2_controllers(mount_point: &Path, parent: &str) -> Result<(), CgroupE
         }
         let file = level.join("cgroup.subtree_control");
         let enabled = std::fs::read_to_string(&file).map_err(|source| CgroupError::Io {
-            step: "reading",
+            step: STEP_READ_HIERARCHY,
             path: file.clone(),
             source,
         })?;
@@ -447,7 +538,7 @@ fn enable_v2_controllers(mount_point: &Path, parent: &str) -> Result<(), CgroupE
             .collect();
         if !missing.is_empty() {
             std::fs::write(&file, missing.join(" ")).map_err(|source| CgroupError::Io {
-                step: "enabling controllers (a cgroup with processes of its own cannot delegate them; choose another [cgroup] parent)",
+                step: STEP_DELEGATE,
                 path: file.clone(),
                 source,
             })?;
@@ -482,6 +573,15 @@ mod tests {
         cpu_weight: 200,
     };
 
+    const TOTALS: ParentLimits = ParentLimits {
+        memory_max: Some(1 << 30),
+        pids_max: Some(100),
+    };
+    const NONE: ParentLimits = ParentLimits {
+        memory_max: None,
+        pids_max: None,
+    };
+
     fn read(path: &Path) -> String {
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
@@ -513,13 +613,18 @@ mod tests {
         let (root, layout) = fake_v2("cpuset cpu io memory hugetlb pids rdma misc\n");
         prepare_parent(root.path(), "purple");
         std::fs::create_dir_all(root.path().join("purple")).unwrap();
-        let cg = SandboxCgroup::create(layout, "purple", "sb1", &LIMITS).unwrap();
+        let cg = SandboxCgroup::create(layout, "purple", "sb1", &LIMITS, &TOTALS).unwrap();
         let dir = root.path().join("purple/sb1");
         assert_eq!(read(&dir.join("memory.max")), (128u64 << 20).to_string());
         assert_eq!(read(&dir.join("memory.high")), (100u64 << 20).to_string());
         assert_eq!(read(&dir.join("pids.max")), "32");
         assert_eq!(read(&dir.join("cpu.max")).trim(), "50000 100000");
         assert_eq!(read(&dir.join("cpu.weight")), "200");
+        assert_eq!(
+            read(&root.path().join("purple/memory.max")),
+            (1u64 << 30).to_string()
+        );
+        assert_eq!(read(&root.path().join("purple/pids.max")), "100");
         // The fake has no memory.swap.max, so swap is reported, not claimed.
         assert_eq!(cg.swap().swap_bytes, None);
         assert!(cg.swap().note.is_some());
@@ -551,7 +656,7 @@ mod tests {
         let (root, layout) = fake_v2("cpu memory pids\n");
         prepare_parent(root.path(), "p");
         std::fs::create_dir_all(root.path().join("p/sb")).unwrap();
-        let err = SandboxCgroup::create(layout, "p", "sb", &LIMITS).unwrap_err();
+        let err = SandboxCgroup::create(layout, "p", "sb", &LIMITS, &NONE).unwrap_err();
         assert!(
             err.to_string().contains("creating the sandbox cgroup"),
             "{err}"
@@ -565,7 +670,7 @@ mod tests {
     #[test]
     fn v2_missing_controller_is_refused() {
         let (_root, layout) = fake_v2("cpu io pids\n");
-        let err = SandboxCgroup::create(layout, "purple", "sb", &LIMITS).unwrap_err();
+        let err = SandboxCgroup::create(layout, "purple", "sb", &LIMITS, &NONE).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -582,7 +687,7 @@ mod tests {
     fn attach_writes_cgroup_procs_and_remove_cleans_up() {
         let (root, layout) = fake_v2("cpu memory pids\n");
         prepare_parent(root.path(), "purple");
-        let mut cg = SandboxCgroup::create(layout, "purple", "sb2", &LIMITS).unwrap();
+        let mut cg = SandboxCgroup::create(layout, "purple", "sb2", &LIMITS, &NONE).unwrap();
         cg.attach(4321).unwrap();
         let dir = root.path().join("purple/sb2");
         assert_eq!(read(&dir.join("cgroup.procs")), "4321");
@@ -612,8 +717,18 @@ mod tests {
         for h in layout.hierarchies() {
             std::fs::create_dir_all(&h.mount_point).unwrap();
         }
-        let cg = SandboxCgroup::create(layout, "purple", "sb3", &LIMITS).unwrap();
-        let m = root.path().join("memory/purple/sb3");
+        let cg = SandboxCgroup::create(layout, "purple/uid-7", "sb3", &LIMITS, &TOTALS).unwrap();
+        let m = root.path().join("memory/purple/uid-7/sb3");
+        assert_eq!(
+            read(
+                &root
+                    .path()
+                    .join("memory/purple/uid-7/memory.limit_in_bytes")
+            ),
+            (1u64 << 30).to_string(),
+            "the user's total sits on the parent"
+        );
+        assert_eq!(read(&root.path().join("pids/purple/uid-7/pids.max")), "100");
         assert_eq!(
             read(&m.join("memory.limit_in_bytes")),
             (128u64 << 20).to_string()
@@ -622,14 +737,38 @@ mod tests {
             read(&m.join("memory.soft_limit_in_bytes")),
             (100u64 << 20).to_string()
         );
-        assert_eq!(read(&root.path().join("pids/purple/sb3/pids.max")), "32");
-        let c = root.path().join("cpu,cpuacct/purple/sb3");
+        assert_eq!(
+            read(&root.path().join("pids/purple/uid-7/sb3/pids.max")),
+            "32"
+        );
+        let c = root.path().join("cpu,cpuacct/purple/uid-7/sb3");
         assert_eq!(read(&c.join("cpu.cfs_period_us")), "100000");
         assert_eq!(read(&c.join("cpu.cfs_quota_us")), "50000");
         assert_eq!(read(&c.join("cpu.shares")), "2048");
         assert_eq!(cg.membership().len(), 4);
         assert_eq!(cg.version(), "v1");
         assert!(cg.clone_target().is_none(), "v1 moves the child instead");
+    }
+
+    #[test]
+    fn only_a_host_without_cgroups_allows_best_effort() {
+        let (_root, layout) = fake_v2("cpu io pids\n");
+        let err = SandboxCgroup::create(layout, "purple", "sb", &LIMITS, &NONE).unwrap_err();
+        assert!(err.host_lacks_cgroups(), "{err}");
+        let (root, layout) = fake_v2("cpu memory pids\n");
+        prepare_parent(root.path(), "p");
+        std::fs::create_dir_all(root.path().join("p/sb")).unwrap();
+        let err = SandboxCgroup::create(layout, "p", "sb", &LIMITS, &NONE).unwrap_err();
+        assert!(
+            !err.host_lacks_cgroups(),
+            "a failure with the sandbox's own cgroup must not drop the limits: {err}"
+        );
+        let write_failure = CgroupError::Controller {
+            step: "setting the CPU quota",
+            path: "/x".into(),
+            detail: "Invalid argument".into(),
+        };
+        assert!(!write_failure.host_lacks_cgroups());
     }
 
     #[test]

@@ -37,8 +37,18 @@ pub fn start_time_of(pid: &str) -> Option<u64> {
         .and_then(start_time_from_stat)
 }
 
+/// Dead means: no process has that pid (ESRCH), or one has but started at
+/// another time (the pid was reused). A process Purple cannot inspect
+/// (procfs `hidepid`, EPERM) counts as alive: a stale directory kept is
+/// harmless, a live sandbox's cgroup removed is not.
 fn owner_alive(pid: u32, start: u64) -> bool {
-    start_time_of(&pid.to_string()) == Some(start)
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
+        Err(nix::errno::Errno::ESRCH) => false,
+        _ => start_time_of(&pid.to_string()).is_none_or(|s| s == start),
+    }
 }
 
 /// Removes the sandbox cgroups under `parent` whose owner is gone, in every
@@ -48,7 +58,29 @@ fn owner_alive(pid: u32, start: u64) -> bool {
 pub fn sweep(layout: &Layout, parent: &str) -> usize {
     let mut removed = 0;
     for hierarchy in layout.hierarchies() {
-        removed += sweep_dir(&hierarchy.mount_point.join(parent), owner_alive);
+        removed += sweep_parent(&hierarchy.mount_point.join(parent), owner_alive);
+    }
+    removed
+}
+
+/// Sandbox cgroups sit in one directory per caller (`uid-UID`) under the
+/// admin's parent; every caller's are swept, so a user who never runs
+/// again does not keep theirs. The per-caller directories stay (removing
+/// one could race with a run creating its sandbox inside).
+fn sweep_parent(parent: &Path, alive: impl Fn(u32, u64) -> bool + Copy) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    let mut removed = sweep_dir(parent, alive);
+    for entry in entries.flatten() {
+        let is_caller_dir = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("uid-"))
+            .is_some_and(|uid| uid.parse::<u32>().is_ok());
+        if is_caller_dir && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            removed += sweep_dir(&entry.path(), alive);
+        }
     }
     removed
 }
@@ -102,15 +134,22 @@ mod tests {
             std::fs::create_dir(dir.path().join(name)).unwrap();
         }
         std::fs::write(dir.path().join("d@4.40"), "").unwrap();
-        // Owner 2 is alive; 1 and 3 are gone; 4 is a file, not a cgroup.
-        let removed = sweep_dir(dir.path(), |pid, start| pid == 2 && start == 20);
-        assert_eq!(removed, 2);
+        std::fs::create_dir_all(dir.path().join("uid-1000/e@5.50")).unwrap();
+        std::fs::create_dir_all(dir.path().join("uid-1000/f@2.20")).unwrap();
+        // Owner 2 is alive; 1, 3 and 5 are gone; 4 is a file, not a cgroup.
+        let removed = sweep_parent(dir.path(), |pid, start| pid == 2 && start == 20);
+        assert_eq!(removed, 3);
+        let in_caller_dir: Vec<String> = std::fs::read_dir(dir.path().join("uid-1000"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(in_caller_dir, ["f@2.20"]);
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, ["b@2.20", "d@4.40", "notours"]);
+        assert_eq!(left, ["b@2.20", "d@4.40", "notours", "uid-1000"]);
     }
 
     #[test]

@@ -100,6 +100,8 @@ fn run(plan: &Plan, prepared: &Prepared, status: &OwnedFd) -> Result<Never, (u8,
     // only SIGPIPE (ignored) and the blocked stop signals (read from a
     // signalfd) would survive execve.
     sys::set_signal_dispositions([libc::SIGPIPE], libc::SIG_DFL).map_err(|e| (2, e))?;
+    sys::set_signal_dispositions(crate::hardening::JOB_CONTROL_SIGNALS, libc::SIG_DFL)
+        .map_err(|e| (2, e))?;
     nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&nix::sys::signal::SigSet::empty()),
