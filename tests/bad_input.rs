@@ -1950,7 +1950,7 @@ impl SetuidInit {
 const MAGIC: &[u8; 4] = b"PRPL";
 /// purple_common::protocol::PROTOCOL_VERSION, which this file checks from
 /// the outside (a frame of any other version must be refused).
-const WIRE_VERSION: u32 = 2;
+const WIRE_VERSION: u32 = 3;
 
 /// Pieces of a request, each sent with its own SCM_RIGHTS fds.
 type Chunks = Vec<(Vec<u8>, Vec<RawFd>)>;
@@ -2328,9 +2328,9 @@ fn init_refuses_malformed_frames() {
             &["magic"],
         ),
         (
-            "version 3",
-            one(with(header(MAGIC, 3, 10), &[0; 10])),
-            &["version 3"],
+            "version 4",
+            one(with(header(MAGIC, 4, 10), &[0; 10])),
+            &["version 4"],
         ),
         (
             "version 0",

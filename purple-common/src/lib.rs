@@ -2,6 +2,7 @@
 //! wire protocol between `purple-supervisor` and `purple-init`, the exit
 //! report, and the small value types both sides validate the same way.
 
+pub mod audit;
 pub mod capability;
 pub mod codec;
 pub mod policy;

@@ -18,7 +18,7 @@ use crate::policy::Policy;
 use crate::values::AbsPath;
 
 /// Bumped whenever a message changes shape; both sides must match exactly.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest request purple-init reads. Bounds argv + env + policy: a request
 /// over it is refused before anything is decoded.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
@@ -51,6 +51,10 @@ pub struct SandboxRequest {
     /// The caller's login name for the synthesized /etc/passwd (cosmetic:
     /// the uid comes from the kernel, never from this field).
     pub user_name: String,
+    /// The last attached fd is the caller's own audit log (`--audit-log`):
+    /// a regular file opened for appending, where purple-init writes a copy
+    /// of its events.
+    pub audit_log: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

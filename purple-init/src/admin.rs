@@ -47,6 +47,38 @@ pub struct AdminConfig {
     /// bounded by these; they could edit this file anyway).
     pub maxima: LimitMaxima,
     pub cgroup: CgroupConfig,
+    pub audit: AuditConfig,
+}
+
+/// Where purple-init's audit events go. Only this file decides: neither the
+/// caller's environment nor its flags can move or silence them (the
+/// caller's `--audit-log` is an extra copy).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Send events to syslog (RFC 5424 with structured data).
+    pub syslog: bool,
+    /// The syslog socket (a unix datagram or stream socket).
+    pub syslog_socket: PathBuf,
+    /// The syslog facility, e.g. "authpriv" (default), "auth", "local0".
+    pub facility: String,
+    /// Also append the events as JSON lines to this file (absolute path;
+    /// its directory is created, mode 0700, when missing).
+    pub json_path: Option<PathBuf>,
+    /// Refuse to run a sandbox when a configured sink cannot be written.
+    pub required: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            syslog: true,
+            syslog_socket: PathBuf::from(purple_common::audit::DEFAULT_SYSLOG_SOCKET),
+            facility: "authpriv".into(),
+            json_path: None,
+            required: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -303,6 +335,24 @@ pub fn parse(text: &str) -> Result<AdminConfig, String> {
     lower_builtin_defaults(&mut config, text)?;
     check_limits(&config)?;
     crate::cgroup::check_parent(&config.cgroup.parent).map_err(|e| e.to_string())?;
+    purple_common::audit::parse_facility(&config.audit.facility)
+        .map_err(|e| format!("audit.facility: {e}"))?;
+    for (key, path) in [
+        ("audit.syslog_socket", Some(&config.audit.syslog_socket)),
+        ("audit.json_path", config.audit.json_path.as_ref()),
+    ] {
+        if let Some(path) = path {
+            if !path.is_absolute() {
+                return Err(format!("{key} must be an absolute path"));
+            }
+        }
+    }
+    if config.audit.required && !config.audit.syslog && config.audit.json_path.is_none() {
+        return Err(
+            "audit.required is set but no sink is configured (audit.syslog or audit.json_path)"
+                .into(),
+        );
+    }
     Ok(config)
 }
 
@@ -451,6 +501,21 @@ mod tests {
         assert_eq!(c.maxima.timeout.map(Timeout::millis), Some(3_600_000));
         assert_eq!(c.maxima.cpu_time.map(Timeout::millis), Some(60_000));
         assert_eq!(c.cgroup.parent, "system.slice/purple.service");
+    }
+
+    #[test]
+    fn audit_section() {
+        let c = parse("[audit]\nsyslog_socket = \"/run/test.sock\"\nfacility = \"local3\"\njson_path = \"/var/log/purple/audit.jsonl\"\nrequired = true\n");
+        let Ok(c) = c else { unreachable!("{c:?}") };
+        assert!(c.audit.required);
+        assert_eq!(c.audit.facility, "local3");
+        for bad in [
+            "[audit]\nfacility = \"nope\"\n",
+            "[audit]\njson_path = \"relative.jsonl\"\n",
+            "[audit]\nsyslog = false\nrequired = true\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! forks and clones.
 
 mod admin;
+mod audit;
 mod cgroup;
 mod hardening;
 mod limits;
@@ -38,7 +39,14 @@ fn main() -> ExitCode {
         }
     };
     let sandbox_id = uuid::Uuid::new_v4().to_string();
-    let report = run(&state, &sandbox_id, started);
+    let mut audit = audit::Audit::new(&sandbox_id, state.real_uid);
+    let report = run(&state, &sandbox_id, started, &mut audit);
+    // Every sandbox ends with exactly one terminal event, written before
+    // the report goes out (the supervisor may be gone by then).
+    audit.ended(&report);
+    if let Some(warning) = audit.warning() {
+        eprintln!("{warning}");
+    }
     let code = report.exit_code;
     if let Err(e) = protocol::send_message(state.socket.as_fd(), &report, MAX_REPLY_BYTES, &[]) {
         eprintln!("purple: purple-init: could not send the exit report: {e}");
@@ -49,7 +57,12 @@ fn main() -> ExitCode {
 
 /// The ordered steps of one sandbox. Every failure becomes a report; the
 /// caller sees exactly one answer.
-fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
+fn run(
+    state: &StartState,
+    sandbox_id: &str,
+    started: Instant,
+    audit: &mut audit::Audit,
+) -> ExitReport {
     let empty: [String; 0] = [];
     let ctx = ReportContext {
         sandbox_id,
@@ -65,11 +78,22 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
     let config_path = admin::config_path(state.real_uid, state.purple_config.as_deref());
     let admin = match admin::load(&config_path) {
         Ok(config) => config,
-        Err(e) => return ctx.refused(e.to_string()),
+        Err(e) => {
+            // The refusal is still recorded, through the built-in sinks.
+            audit.open_defaults();
+            return ctx.refused(e.to_string());
+        }
     };
+    // Step 2b: the audit sinks the admin config names; with `required`,
+    // nothing runs unless they can be written.
+    if let Err(e) = audit.open(&admin.audit) {
+        audit.stage = audit::Stage::Audit;
+        return ctx.refused(e.to_string());
+    }
+    audit.stage = audit::Stage::BadRequest;
     // Step 3: decode and re-validate the request (size limit, version,
     // values, cross-field rules, admin bounds, things not enforceable here).
-    let (request, fds) = match request::receive(&state.socket) {
+    let (request, mut fds) = match request::receive(&state.socket) {
         Ok(r) => r,
         Err(e) => return ctx.refused(e.to_string()),
     };
@@ -77,6 +101,18 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
         argv: &request.argv,
         ..ctx
     };
+    // The caller's own copy of the audit trail comes last, after the binds.
+    if request.audit_log {
+        let added = match fds.pop() {
+            Some(fd) => audit.add_caller_log(fd),
+            None => {
+                Err("--audit-log: the request names an audit log but attaches no descriptor".into())
+            }
+        };
+        if let Err(e) = added {
+            return ctx.refused(e);
+        }
+    }
     if let Err(e) = request::validate(&request, &fds, &admin, &config_path.to_string_lossy()) {
         return ctx.refused(e.to_string());
     }
@@ -84,6 +120,7 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
         return ctx.refused(e.to_string());
     }
     // Step 4: inspect every fd as the caller before it can become a mount.
+    audit.stage = audit::Stage::UnreadablePath;
     let binds = match request::inspect_binds(&request, &fds, state.real_uid) {
         Ok(b) => b,
         Err(e) => return ctx.refused(e.to_string()),
@@ -100,6 +137,7 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
     } else {
         limits::Caller::Unprivileged
     };
+    audit.stage = audit::Stage::AdminLimit;
     let limits = match limits::resolve(
         &request.policy,
         &admin,
@@ -123,6 +161,7 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
     } else {
         plan::sanitize_user_name(&request.user_name)
     };
+    audit.stage = audit::Stage::BadRequest;
     let plan = match plan::build(
         &request.policy,
         &request.argv,
@@ -134,6 +173,10 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
         Ok(p) => p,
         Err(e) => return ctx.refused(e.to_string()),
     };
+    // What will run, as whom, under which policy: recorded before anything
+    // is created.
+    audit.created(&plan, &request.policy);
+    audit.stage = audit::Stage::Host;
     // Step 7: a root caller must not carry root's supplementary groups into
     // the sandbox (a non-root caller keeps its own: they are its rights).
     if state.real_uid == 0 {
@@ -182,6 +225,7 @@ fn run(state: &StartState, sandbox_id: &str, started: Instant) -> ExitReport {
         Ok(r) => r,
         Err(e) => return ctx.setup_failed(e.to_string()),
     };
+    audit.started(running.pid, &cgroup_line);
     // Step 12: init needs no capability from here on (removing the cgroup
     // needs none: root owns it).
     if let Err(e) = hardening::drop_all_capabilities() {

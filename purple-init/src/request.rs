@@ -448,6 +448,7 @@ mod tests {
             argv: argv.iter().map(|s| (*s).to_owned()).collect(),
             mounts: Vec::new(),
             user_name: "alice".into(),
+            audit_log: false,
         }
     }
 

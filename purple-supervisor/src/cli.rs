@@ -86,6 +86,10 @@ pub struct RunArgs {
     /// Write the exit report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Append this sandbox's audit events as JSON lines to FILE (a copy:
+    /// the admin config decides where purple-init's own events go).
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(required = true, last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -132,6 +132,7 @@ fn run(args: &RunArgs) -> anyhow::Result<i32> {
                     return Err(e.context(write_error.to_string()));
                 }
             }
+            audit_refusal(args, &error_text(&e));
             Err(e)
         }
     }
@@ -142,15 +143,21 @@ fn run_sandbox(args: &RunArgs) -> anyhow::Result<i32> {
     let policy = policy_args::effective_policy(args)?;
     // Step 2: host paths opened as the user; init receives only the fds.
     let opened = host_paths::open_all(&policy)?;
+    // The caller's copy of the audit trail, opened as the caller; it goes
+    // to purple-init as the last descriptor.
+    let audit_log = args.audit_log.as_deref().map(open_audit_log).transpose()?;
     let init = launcher::find_init()?;
     let request = SandboxRequest {
         policy,
         argv: args.command.clone(),
         mounts: opened.mounts.clone(),
         user_name: user_name(),
+        audit_log: audit_log.is_some(),
     };
+    let mut fds = opened.raw_fds();
+    fds.extend(audit_log.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
     // Step 3: purple-init does the rest and answers with the report.
-    let report = launcher::run_sandbox(&init, &request, &opened.raw_fds())?;
+    let report = launcher::run_sandbox(&init, &request, &fds)?;
     drop(opened);
     explain(&report);
     if let Some(path) = &args.report {
@@ -181,6 +188,60 @@ fn explain(report: &ExitReport) {
     }
 }
 
+/// `--audit-log FILE`: appended to (created 0600, its directory too), as
+/// the caller.
+fn open_audit_log(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("--audit-log: creating {}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .with_context(|| format!("--audit-log: opening {}", path.display()))
+}
+
+/// A refusal by the supervisor itself (purple-init never ran, or never
+/// answered): one `sandbox.refused` event, to the caller's `--audit-log`
+/// and to the system log (best effort: the caller could suppress this copy
+/// anyway; purple-init's own events are the trusted record).
+fn audit_refusal(args: &RunArgs, message: &str) {
+    use purple_common::audit::{AuditEvent, EventKind, Sink};
+    let uid = nix::unistd::getuid().as_raw();
+    let event = AuditEvent::new(
+        EventKind::SandboxRefused,
+        "purple-supervisor",
+        &uuid::Uuid::new_v4().to_string(),
+        uid,
+        &user_name(),
+    )
+    .with_command(&args.command)
+    .with("reason", "supervisor")
+    .with("message", message.replace('\n', "; "));
+    if let Some(path) = &args.audit_log {
+        if let Ok(file) = open_audit_log(path) {
+            if let Ok(mut sink) = Sink::json_descriptor(file.into()) {
+                let _ = sink.write(&event);
+            }
+        }
+    }
+    let socket = std::path::Path::new(purple_common::audit::DEFAULT_SYSLOG_SOCKET);
+    if let Ok(mut sink) = Sink::syslog(socket, syslog::Facility::LOG_AUTHPRIV, "purple-supervisor")
+    {
+        let _ = sink.write(&event);
+    }
+}
+
 fn write_report(path: &std::path::Path, report: &ExitReport) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(report).context("encoding the exit report")?;
     let mut file = std::fs::File::create(path)
@@ -196,30 +257,5 @@ fn write_report(path: &std::path::Path, report: &ExitReport) -> anyhow::Result<(
 /// never waits on a directory service; accounts found only through NSS
 /// (LDAP, sssd) are named `u<uid>`.
 fn user_name() -> String {
-    let uid = nix::unistd::getuid().as_raw();
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd_name(&passwd, uid).unwrap_or_else(|| format!("u{uid}"))
-}
-
-fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let entry_uid = fields.nth(1)?.parse::<u32>().ok()?;
-        (entry_uid == uid && !name.is_empty()).then(|| name.to_owned())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::passwd_name;
-
-    #[test]
-    fn passwd_lookup() {
-        let passwd =
-            "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/bash\nbroken\n";
-        assert_eq!(passwd_name(passwd, 1000).as_deref(), Some("alice"));
-        assert_eq!(passwd_name(passwd, 0).as_deref(), Some("root"));
-        assert_eq!(passwd_name(passwd, 5), None);
-    }
+    purple_common::audit::user_name_of(nix::unistd::getuid().as_raw())
 }

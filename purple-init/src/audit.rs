@@ -1,0 +1,305 @@
+//! purple-init's side of the audit trail: the sinks the admin config names
+//! (plus the caller's `--audit-log` copy), and the events of one sandbox,
+//! from `sandbox.created` to its one terminal event.
+//!
+//! The caller is identified by the kernel (real uid at start) and named
+//! from /etc/passwd here, never from the request.
+
+use std::path::Path;
+
+use purple_common::audit::{parse_facility, AuditEvent, Auditor, EventKind, Sink};
+use purple_common::policy::Policy;
+use purple_common::report::{ExitReport, Outcome};
+use sha2::{Digest, Sha256};
+
+use crate::admin::AuditConfig;
+use crate::plan::Plan;
+
+const SOURCE: &str = "purple-init";
+/// Marks that this boot has already had its "no audit sink" warning.
+const WARNED_MARKER: &str = "/run/purple/audit-unavailable";
+
+/// Why a request was refused, for `sandbox.refused`'s `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    AdminConfig,
+    BadRequest,
+    UnreadablePath,
+    AdminLimit,
+    Host,
+    Audit,
+}
+
+impl Stage {
+    fn reason(self) -> &'static str {
+        match self {
+            Stage::AdminConfig => "admin_config",
+            Stage::BadRequest => "bad_request",
+            Stage::UnreadablePath => "unreadable_path",
+            Stage::AdminLimit => "admin_limit",
+            Stage::Host => "host",
+            Stage::Audit => "audit",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no audit sink can be written ({failures}); [audit] required = true refuses to run without one"
+)]
+pub struct AuditRequired {
+    failures: String,
+}
+
+/// The audit trail of one purple-init run.
+#[derive(Debug)]
+pub struct Audit {
+    auditor: Auditor,
+    sandbox_id: String,
+    uid: u32,
+    user: String,
+    pub stage: Stage,
+    /// Sink failures not yet reported on stderr.
+    failures: Vec<String>,
+}
+
+impl Audit {
+    pub fn new(sandbox_id: &str, uid: u32) -> Audit {
+        Audit {
+            auditor: Auditor::new(),
+            sandbox_id: sandbox_id.to_owned(),
+            uid,
+            user: purple_common::audit::user_name_of(uid),
+            stage: Stage::AdminConfig,
+            failures: Vec::new(),
+        }
+    }
+
+    /// Opens the sinks of `config`. With `required`, every configured
+    /// sink must work.
+    pub fn open(&mut self, config: &AuditConfig) -> Result<(), AuditRequired> {
+        if config.syslog {
+            let opened = parse_facility(&config.facility)
+                .and_then(|facility| Sink::syslog(&config.syslog_socket, facility, SOURCE));
+            match opened {
+                Ok(sink) => self.auditor.add(sink),
+                Err(e) => self.failures.push(e.to_string()),
+            }
+        }
+        if let Some(path) = &config.json_path {
+            match Sink::json_file(path) {
+                Ok(sink) => self.auditor.add(sink),
+                Err(e) => self.failures.push(e.to_string()),
+            }
+        }
+        if config.required && !self.failures.is_empty() {
+            return Err(AuditRequired {
+                failures: self.failures.join("; "),
+            });
+        }
+        Ok(())
+    }
+
+    /// The built-in sinks, for when the admin config itself is unusable
+    /// (its refusal must still be recorded somewhere).
+    pub fn open_defaults(&mut self) {
+        let _ = self.open(&AuditConfig::default());
+    }
+
+    /// Adds the caller's copy (`--audit-log`); a bad descriptor is a bad
+    /// request.
+    pub fn add_caller_log(&mut self, fd: std::os::fd::OwnedFd) -> Result<(), String> {
+        let sink = Sink::json_descriptor(fd).map_err(|e| format!("--audit-log: {e}"))?;
+        self.auditor.add(sink);
+        Ok(())
+    }
+
+    fn event(&self, kind: EventKind) -> AuditEvent {
+        AuditEvent::new(kind, SOURCE, &self.sandbox_id, self.uid, &self.user)
+    }
+
+    fn emit(&mut self, event: AuditEvent) {
+        self.auditor.emit(&event);
+        self.failures.extend(self.auditor.take_failures());
+    }
+
+    /// `sandbox.created`: what will run, as whom, under which policy.
+    pub fn created(&mut self, plan: &Plan, policy: &Policy) {
+        let toml = purple_common::policy::parse::policy_to_toml(policy);
+        let digest = Sha256::digest(toml.as_bytes());
+        let digest: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let limits = &plan.limits;
+        let fs = &policy.filesystem;
+        let event = self
+            .event(EventKind::SandboxCreated)
+            .with_command(&plan.argv)
+            .with("policy_sha256", digest)
+            .with("sandbox_uid", plan.identity.uid)
+            .with("network", network_name(policy))
+            .with("system", fs.system)
+            .with("read_only", binds(&fs.read_only))
+            .with("read_write", binds(&fs.read_write))
+            .with("workspace", fs.workspace.as_ref().map(|w| w.to_string()))
+            .with("memory_bytes", limits.cgroup.memory_max)
+            .with("pids", limits.cgroup.pids_max)
+            .with("millicpus", limits.cgroup.millicpus)
+            .with("timeout_ms", limits.timeout_ms)
+            .with(
+                "capabilities",
+                plan.kept_capabilities
+                    .iter()
+                    .map(|c| c.name().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .with("landlock", landlock_name(policy))
+            .with(
+                "syscalls",
+                crate::sandbox::syscall_filter::describe(&policy.syscalls),
+            );
+        self.emit(event);
+    }
+
+    /// `sandbox.started`: the sandbox's PID 1 exists, in its cgroup.
+    pub fn started(&mut self, host_pid: i32, cgroup: &str) {
+        let event = self
+            .event(EventKind::SandboxStarted)
+            .with("sandbox_pid", host_pid)
+            .with("cgroup", cgroup);
+        self.emit(event);
+    }
+
+    /// The events of the ending: `seccomp.violation` and `limit.hit` when
+    /// they apply, then exactly one terminal event.
+    pub fn ended(&mut self, report: &ExitReport) {
+        let message = report.message.clone().unwrap_or_default();
+        match report.status {
+            Outcome::Refused => {
+                let event = self
+                    .event(EventKind::SandboxRefused)
+                    .with_command(&report.command)
+                    .with("reason", self.stage.reason())
+                    .with("message", message);
+                self.emit(event);
+                return;
+            }
+            Outcome::SetupFailed => {
+                let event = self
+                    .event(EventKind::SetupFailed)
+                    .with_command(&report.command)
+                    .with("step", setup_step(&message))
+                    .with("message", message);
+                self.emit(event);
+                return;
+            }
+            _ => {}
+        }
+        if report.status == Outcome::SeccompViolation {
+            let event = self
+                .event(EventKind::SeccompViolation)
+                .with("signal", report.signal);
+            self.emit(event);
+        }
+        let events = report.limit_events;
+        if report.limit_hit.is_some() || events.oom_kills > 0 || events.pids_limit_hits > 0 {
+            let limit = report.limit_hit.clone().unwrap_or_else(|| {
+                if events.oom_kills > 0 {
+                    "memory".into()
+                } else {
+                    "pids".into()
+                }
+            });
+            let event = self
+                .event(EventKind::LimitHit)
+                .with("limit", limit)
+                .with("ended_run", report.limit_hit.is_some())
+                .with("oom_kills", events.oom_kills)
+                .with("pids_limit_hits", events.pids_limit_hits);
+            self.emit(event);
+        }
+        let usage = report.usage.clone().unwrap_or_default();
+        let event = self
+            .event(EventKind::SandboxExited)
+            .with("status", report.status.as_str())
+            .with("exit_code", report.exit_code)
+            .with("signal", report.signal)
+            .with("wall_time_ms", report.wall_time_ms)
+            .with("memory_peak_bytes", usage.memory_peak_bytes)
+            .with("cpu_user_ms", usage.cpu_user_ms)
+            .with("cpu_system_ms", usage.cpu_system_ms)
+            .with("pids_peak", usage.pids_peak)
+            .with("message", message);
+        self.emit(event);
+    }
+
+    /// Sink failures, once per boot on stderr (a host without syslog would
+    /// otherwise print it on every run); `None` when there is nothing to say.
+    pub fn warning(&mut self) -> Option<String> {
+        if self.failures.is_empty() {
+            return None;
+        }
+        let text = std::mem::take(&mut self.failures).join("; ");
+        first_warning_this_boot().then(|| {
+            format!("purple: audit: {text}; going on without it (the admin config's [audit] required = true refuses instead)")
+        })
+    }
+}
+
+fn first_warning_this_boot() -> bool {
+    let marker = Path::new(WARNED_MARKER);
+    if let Some(dir) = marker.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(marker)
+        .is_ok()
+}
+
+/// `sandbox setup failed at STEP: ...` -> STEP; empty when the message has
+/// another shape.
+fn setup_step(message: &str) -> String {
+    message
+        .strip_prefix("sandbox setup failed at ")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(step, _)| step.to_owned())
+        .unwrap_or_default()
+}
+
+/// The policy's own binds as `SRC:DST` (the system set is the `system`
+/// flag; its list is in docs/policy.md).
+fn binds(list: &[purple_common::policy::Bind]) -> Vec<String> {
+    list.iter()
+        .map(|b| format!("{}:{}", b.source, b.destination))
+        .collect()
+}
+
+fn network_name(policy: &Policy) -> &'static str {
+    match policy.network.mode {
+        purple_common::policy::NetworkMode::None => "none",
+        purple_common::policy::NetworkMode::Filtered => "filtered",
+    }
+}
+
+fn landlock_name(policy: &Policy) -> &'static str {
+    match policy.landlock.mode {
+        purple_common::policy::LandlockMode::Required => "required",
+        purple_common::policy::LandlockMode::BestEffort => "best-effort",
+        purple_common::policy::LandlockMode::Off => "off",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_steps_are_read_from_the_message() {
+        assert_eq!(
+            setup_step("sandbox setup failed at chdir /workspace: Permission denied"),
+            "chdir /workspace"
+        );
+        assert_eq!(setup_step("clone3 into new namespaces: EPERM"), "");
+    }
+}
