@@ -21,6 +21,8 @@ pub const AUDIT_SCHEMA_VERSION: u32 = 1;
 pub const SD_ID: &str = "purple@32473";
 /// The default syslog socket.
 pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
+/// How long one syslog send may block before the event counts as lost.
+pub const SYSLOG_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The longest a single string field gets in an event (command arguments,
 /// messages); longer ones are cut with "...". Keeps a syslog datagram and
 /// a JSON line well below what any receiver accepts.
@@ -425,6 +427,21 @@ impl Sink {
         let logger = syslog::unix_custom(formatter, path).map_err(|e| AuditError::Syslog {
             path: path.to_owned(),
             detail: e.to_string(),
+        })?;
+        // Anyone may write to /dev/log; a flooded or stalled syslog daemon
+        // must cost an event (reported as a sink failure), not hang Purple.
+        let bounded = match &logger.backend {
+            syslog::LoggerBackend::Unix(socket) => {
+                socket.set_write_timeout(Some(SYSLOG_SEND_TIMEOUT))
+            }
+            syslog::LoggerBackend::UnixStream(stream) => stream
+                .get_ref()
+                .set_write_timeout(Some(SYSLOG_SEND_TIMEOUT)),
+            _ => Ok(()),
+        };
+        bounded.map_err(|e| AuditError::Syslog {
+            path: path.to_owned(),
+            detail: format!("setting a send timeout: {e}"),
         })?;
         Ok(Sink::Syslog {
             path: path.to_owned(),

@@ -55,6 +55,12 @@ pub struct AuditRequired {
 #[derive(Debug)]
 pub struct Audit {
     auditor: Auditor,
+    /// The caller's `--audit-log` copy, written only once the sandbox has
+    /// ended: a descriptor the caller chose could block a write (a file on
+    /// a FUSE mount it serves), and purple-init must never stall while the
+    /// sandbox runs (its timeout would stall with it).
+    caller_log: Option<Sink>,
+    caller_events: Vec<AuditEvent>,
     sandbox_id: String,
     uid: u32,
     user: String,
@@ -67,6 +73,8 @@ impl Audit {
     pub fn new(sandbox_id: &str, uid: u32) -> Audit {
         Audit {
             auditor: Auditor::new(),
+            caller_log: None,
+            caller_events: Vec::new(),
             sandbox_id: sandbox_id.to_owned(),
             uid,
             user: purple_common::audit::user_name_of(uid),
@@ -87,7 +95,9 @@ impl Audit {
             }
         }
         if let Some(path) = &config.json_path {
-            match Sink::json_file(path) {
+            match check_log_directory(path)
+                .and_then(|()| Sink::json_file(path).map_err(|e| e.to_string()))
+            {
                 Ok(sink) => self.auditor.add(sink),
                 Err(e) => self.failures.push(e.to_string()),
             }
@@ -110,7 +120,7 @@ impl Audit {
     /// request.
     pub fn add_caller_log(&mut self, fd: std::os::fd::OwnedFd) -> Result<(), String> {
         let sink = Sink::json_descriptor(fd).map_err(|e| format!("--audit-log: {e}"))?;
-        self.auditor.add(sink);
+        self.caller_log = Some(sink);
         Ok(())
     }
 
@@ -121,6 +131,21 @@ impl Audit {
     fn emit(&mut self, event: AuditEvent) {
         self.auditor.emit(&event);
         self.failures.extend(self.auditor.take_failures());
+        if self.caller_log.is_some() {
+            self.caller_events.push(event);
+        }
+    }
+
+    /// Writes the caller's copy, after the ending (see `caller_log`).
+    fn flush_caller_log(&mut self) {
+        if let Some(sink) = &mut self.caller_log {
+            for event in self.caller_events.drain(..) {
+                if let Err(e) = sink.write(&event) {
+                    self.failures.push(format!("--audit-log: {e}"));
+                    break;
+                }
+            }
+        }
     }
 
     /// `sandbox.created`: what will run, as whom, under which policy.
@@ -180,6 +205,7 @@ impl Audit {
                     .with("reason", self.stage.reason())
                     .with("message", message);
                 self.emit(event);
+                self.flush_caller_log();
                 return;
             }
             Outcome::SetupFailed => {
@@ -189,6 +215,7 @@ impl Audit {
                     .with("step", setup_step(&message))
                     .with("message", message);
                 self.emit(event);
+                self.flush_caller_log();
                 return;
             }
             _ => {}
@@ -229,6 +256,7 @@ impl Audit {
             .with("pids_peak", usage.pids_peak)
             .with("message", message);
         self.emit(event);
+        self.flush_caller_log();
     }
 
     /// Sink failures, once per boot on stderr (a host without syslog would
@@ -241,6 +269,30 @@ impl Audit {
         first_warning_this_boot().then(|| {
             format!("purple: audit: {text}; going on without it (the admin config's [audit] required = true refuses instead)")
         })
+    }
+}
+
+/// The admin's JSON log is written as root: its directory must be root's
+/// alone, or a user could swap a path component under it (only the last
+/// component is opened without following symlinks). A missing directory is
+/// fine: it is created, root-owned, mode 0700.
+fn check_log_directory(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("audit log directory {}: {e}", dir.display())),
+        Ok(meta) if !meta.is_dir() => Err(format!(
+            "audit log directory {} is not a directory",
+            dir.display()
+        )),
+        Ok(meta) if meta.uid() != 0 || meta.mode() & 0o022 != 0 => Err(format!(
+            "audit log directory {} must be owned by root and writable by root only",
+            dir.display()
+        )),
+        Ok(_) => Ok(()),
     }
 }
 
