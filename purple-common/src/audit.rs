@@ -27,6 +27,10 @@ pub const SYSLOG_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// messages); longer ones are cut with "...". Keeps a syslog datagram and
 /// a JSON line well below what any receiver accepts.
 pub const MAX_FIELD_CHARS: usize = 1024;
+/// In syslog, each structured-data value and the summary are cut shorter:
+/// the whole message must fit one datagram (escaping can double a value).
+pub const MAX_SD_VALUE_CHARS: usize = 512;
+pub const MAX_SUMMARY_CHARS: usize = 256;
 /// At most this many command arguments are recorded (plus their count).
 pub const MAX_ARGS_RECORDED: usize = 64;
 
@@ -177,6 +181,10 @@ impl AuditEvent {
                     Value::String(s) => s,
                     other => other.to_string(),
                 };
+                // A datagram has a size limit the caller must not be able
+                // to push an event past (with a long command line, say):
+                // each value is cut here; the JSON line keeps it whole.
+                let text = clip_to(&text, MAX_SD_VALUE_CHARS);
                 sd.push(' ');
                 sd.push_str(&sd_name(&key));
                 sd.push_str("=\"");
@@ -218,7 +226,7 @@ impl AuditEvent {
                 field("exit_code")
             ),
         };
-        text.replace(['\n', '\r'], " ")
+        clip_to(&text.replace(['\n', '\r'], " "), MAX_SUMMARY_CHARS)
     }
 }
 
@@ -261,10 +269,14 @@ pub fn sd_escape(value: &str) -> String {
 }
 
 fn clip(s: &str) -> String {
-    if s.chars().count() <= MAX_FIELD_CHARS {
+    clip_to(s, MAX_FIELD_CHARS)
+}
+
+fn clip_to(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
         return s.to_owned();
     }
-    let mut cut: String = s.chars().take(MAX_FIELD_CHARS).collect();
+    let mut cut: String = s.chars().take(max).collect();
     cut.push_str("...");
     cut
 }
@@ -674,6 +686,22 @@ mod tests {
         assert_eq!(passwd_name(passwd, 1000).as_deref(), Some("alice"));
         assert_eq!(passwd_name(passwd, 0).as_deref(), Some("root"));
         assert_eq!(passwd_name(passwd, 5), None);
+    }
+
+    #[test]
+    fn a_huge_command_still_fits_one_datagram() {
+        let quotes = "\"".repeat(1024);
+        let argv: Vec<String> = (0..64).map(|_| quotes.clone()).collect();
+        let e = AuditEvent::new(EventKind::SandboxCreated, "purple-init", "id", 1, "u")
+            .with_command(&argv);
+        let f = Rfc5424 {
+            facility: syslog::Facility::LOG_AUTHPRIV,
+            hostname: "host".into(),
+            app: "purple-init",
+        };
+        let mut out = Vec::new();
+        syslog::LogFormat::format(&f, &mut out, syslog::Severity::LOG_INFO, &e).unwrap();
+        assert!(out.len() < 8192, "{} bytes", out.len());
     }
 
     #[test]

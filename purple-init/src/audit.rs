@@ -65,6 +65,9 @@ pub struct Audit {
     uid: u32,
     user: String,
     pub stage: Stage,
+    /// `[audit] required`: an event that cannot be written stops the run
+    /// (while that is still possible, i.e. before the sandbox starts).
+    required: bool,
     /// Sink failures not yet reported on stderr.
     failures: Vec<String>,
 }
@@ -79,6 +82,7 @@ impl Audit {
             uid,
             user: purple_common::audit::user_name_of(uid),
             stage: Stage::AdminConfig,
+            required: false,
             failures: Vec::new(),
         }
     }
@@ -86,6 +90,7 @@ impl Audit {
     /// Opens the sinks of `config`. With `required`, every configured
     /// sink must work.
     pub fn open(&mut self, config: &AuditConfig) -> Result<(), AuditRequired> {
+        self.required = config.required;
         if config.syslog {
             let opened = parse_facility(&config.facility)
                 .and_then(|facility| Sink::syslog(&config.syslog_socket, facility, SOURCE));
@@ -148,8 +153,9 @@ impl Audit {
         }
     }
 
-    /// `sandbox.created`: what will run, as whom, under which policy.
-    pub fn created(&mut self, plan: &Plan, policy: &Policy) {
+    /// `sandbox.created`: what will run, as whom, under which policy. With
+    /// `required`, a sink that failed to take it stops the run here.
+    pub fn created(&mut self, plan: &Plan, policy: &Policy) -> Result<(), AuditRequired> {
         let toml = purple_common::policy::parse::policy_to_toml(policy);
         let digest = Sha256::digest(toml.as_bytes());
         let digest: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -182,6 +188,13 @@ impl Audit {
                 crate::sandbox::syscall_filter::describe(&policy.syscalls),
             );
         self.emit(event);
+        if self.required && !self.failures.is_empty() {
+            self.stage = Stage::Audit;
+            return Err(AuditRequired {
+                failures: self.failures.join("; "),
+            });
+        }
+        Ok(())
     }
 
     /// `sandbox.started`: the sandbox's PID 1 exists, in its cgroup.

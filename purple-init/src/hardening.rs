@@ -239,7 +239,16 @@ pub fn with_cgroup_privilege<T>(step: impl FnOnce() -> T) -> Result<T, Hardening
 /// parent-death signal is refused too (the kernel checks it like a kill by
 /// the dying supervisor); the supervisor's pidfd replaces it, and stop
 /// requests come over the socket.
+///
+/// The gids go to root as well: the credentials the kernel attaches to a
+/// syslog datagram are the real ids, and purple-init's events must be told
+/// from anything the caller could send itself (a non-root caller keeps its
+/// supplementary groups for the sandbox; setresgid leaves those alone).
+/// Idempotent: main calls it again before the last audit events, for runs
+/// refused before this step.
 pub fn stop_answering_caller_signals() -> Result<(), HardeningError> {
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(sys_err("setresgid to root"))?;
     let root = nix::unistd::Uid::from_raw(0);
     nix::unistd::setresuid(root, root, root).map_err(sys_err("setresuid to root"))
 }

@@ -42,7 +42,11 @@ fn main() -> ExitCode {
     let mut audit = audit::Audit::new(&sandbox_id, state.real_uid);
     let report = run(&state, &sandbox_id, started, &mut audit);
     // Every sandbox ends with exactly one terminal event, written before
-    // the report goes out (the supervisor may be gone by then).
+    // the report goes out (the supervisor may be gone by then), with root's
+    // ids, so that syslog records it as purple-init's and not the caller's
+    // (a run refused early has not switched yet; the caller cannot signal
+    // purple-init from here on either way).
+    let _ = hardening::stop_answering_caller_signals();
     audit.ended(&report);
     if let Some(warning) = audit.warning() {
         eprintln!("{warning}");
@@ -175,7 +179,9 @@ fn run(
     };
     // What will run, as whom, under which policy: recorded before anything
     // is created.
-    audit.created(&plan, &request.policy);
+    if let Err(e) = audit.created(&plan, &request.policy) {
+        return ctx.refused(e.to_string());
+    }
     audit.stage = audit::Stage::Host;
     // Step 7: a root caller must not carry root's supplementary groups into
     // the sandbox (a non-root caller keeps its own: they are its rights).

@@ -113,10 +113,12 @@ fn run(args: &RunArgs) -> anyhow::Result<i32> {
     match run_sandbox(args) {
         Ok(code) => Ok(code),
         Err(e) => {
+            // One id for the report and the audit event of this refusal.
+            let sandbox_id = uuid::Uuid::new_v4().to_string();
             if let Some(path) = &args.report {
                 let report = ExitReport {
                     schema_version: REPORT_SCHEMA_VERSION,
-                    sandbox_id: uuid::Uuid::new_v4().to_string(),
+                    sandbox_id: sandbox_id.clone(),
                     command: args.command.clone(),
                     status: Outcome::Refused,
                     exit_code: EXIT_PURPLE_FAILED,
@@ -132,7 +134,7 @@ fn run(args: &RunArgs) -> anyhow::Result<i32> {
                     return Err(e.context(write_error.to_string()));
                 }
             }
-            audit_refusal(args, &error_text(&e));
+            audit_refusal(args, &sandbox_id, &error_text(&e));
             Err(e)
         }
     }
@@ -215,13 +217,13 @@ fn open_audit_log(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
 /// answered): one `sandbox.refused` event, to the caller's `--audit-log`
 /// and to the system log (best effort: the caller could suppress this copy
 /// anyway; purple-init's own events are the trusted record).
-fn audit_refusal(args: &RunArgs, message: &str) {
+fn audit_refusal(args: &RunArgs, sandbox_id: &str, message: &str) {
     use purple_common::audit::{AuditEvent, EventKind, Sink};
     let uid = nix::unistd::getuid().as_raw();
     let event = AuditEvent::new(
         EventKind::SandboxRefused,
         "purple-supervisor",
-        &uuid::Uuid::new_v4().to_string(),
+        sandbox_id,
         uid,
         &user_name(),
     )
