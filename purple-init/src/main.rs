@@ -219,10 +219,12 @@ fn run(
         }
         Ok(CgroupState::Skipped(why)) => (None, format!("none: {why}")),
         Err(e) => {
-            return ctx.refused(format!(
-                "the cgroup limits cannot be enforced on this host: {e} \
-                 (resources.mode = \"best-effort\" runs without them)"
-            ))
+            let hint = if e.host_lacks_cgroups() {
+                " (resources.mode = \"best-effort\" runs without them)"
+            } else {
+                ""
+            };
+            return ctx.refused(format!("the cgroup limits cannot be enforced: {e}{hint}"));
         }
     };
     // Step 11: clone into the new namespaces, place the child in the

@@ -170,7 +170,7 @@ fn watch<'fd>(fds: &mut Vec<PollFd<'fd>>, fd: BorrowedFd<'fd>, wanted: bool) -> 
 /// when that is one of the stop signals, SIGTERM for any other byte. EOF
 /// (a half-closed or closed socket) asks for nothing: a client may close
 /// its sending side and still wait for the report, and a supervisor that
-/// died is covered by the parent-death signal.
+/// died is seen through its pidfd.
 fn read_stop_request(supervisor: BorrowedFd<'_>) -> Option<i32> {
     let mut byte = [0u8; 1];
     match nix::unistd::read(supervisor.as_raw_fd(), &mut byte) {

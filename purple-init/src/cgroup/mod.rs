@@ -100,6 +100,10 @@ impl CgroupError {
 }
 
 const STEP_CREATE_PARENT: &str = "creating the Purple parent cgroup";
+/// Not a host step: the last level of the parent is the caller's own
+/// directory, and its creation can fail for reasons a caller can provoke
+/// (other sandboxes filling `cgroup.max.descendants`).
+const STEP_CREATE_CALLER: &str = "creating the caller's parent cgroup";
 const STEP_READ_HIERARCHY: &str = "reading";
 const STEP_DELEGATE: &str = "enabling controllers (a cgroup with processes of its own cannot delegate them; choose another [cgroup] parent)";
 const HOST_STEPS: [&str; 3] = [STEP_CREATE_PARENT, STEP_READ_HIERARCHY, STEP_DELEGATE];
@@ -468,14 +472,15 @@ pub fn check_parent(parent: &str) -> Result<(), CgroupError> {
 
 fn make_parents(mount_point: &Path, parent: &str) -> Result<(), CgroupError> {
     let mut dir = mount_point.to_owned();
-    for part in parent.split('/') {
+    let levels = parent.split('/').count();
+    for (i, part) in parent.split('/').enumerate() {
         dir.push(part);
         match std::fs::DirBuilder::new().create(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
             Err(source) => {
                 return Err(CgroupError::Io {
-                    step: STEP_CREATE_PARENT,
+                    step: parent_step(i + 1, levels),
                     path: dir,
                     source,
                 })
@@ -483,6 +488,16 @@ fn make_parents(mount_point: &Path, parent: &str) -> Result<(), CgroupError> {
         }
     }
     Ok(())
+}
+
+/// The step name for creating level `level` (1-based) of a parent path of
+/// `levels` levels.
+fn parent_step(level: usize, levels: usize) -> &'static str {
+    if level == levels && levels > 1 {
+        STEP_CREATE_CALLER
+    } else {
+        STEP_CREATE_PARENT
+    }
 }
 
 /// On v2 a controller reaches a cgroup only when every ancestor lists it
@@ -518,7 +533,7 @@ fn enable_v2_controllers(mount_point: &Path, parent: &str) -> Result<(), CgroupE
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(source) => {
                     return Err(CgroupError::Io {
-                        step: STEP_CREATE_PARENT,
+                        step: parent_step(i, levels.len() - 1),
                         path: level.clone(),
                         source,
                     })
@@ -763,6 +778,17 @@ mod tests {
             !err.host_lacks_cgroups(),
             "a failure with the sandbox's own cgroup must not drop the limits: {err}"
         );
+        let caller_dir = CgroupError::Io {
+            step: parent_step(2, 2),
+            path: "/sys/fs/cgroup/purple/uid-1000".into(),
+            source: std::io::Error::from_raw_os_error(libc::EAGAIN),
+        };
+        assert!(
+            !caller_dir.host_lacks_cgroups(),
+            "the caller's own directory can fail for reasons a caller provokes"
+        );
+        assert_eq!(parent_step(1, 2), STEP_CREATE_PARENT);
+        assert_eq!(parent_step(1, 1), STEP_CREATE_PARENT);
         let write_failure = CgroupError::Controller {
             step: "setting the CPU quota",
             path: "/x".into(),
