@@ -1138,6 +1138,215 @@ fn rlimits_reach_the_command() {
     });
 }
 
+/// A caller's own low rlimits bind the sandbox (and are reported) but not
+/// purple-init: a file-size limit below the size of the caller's audit log
+/// would otherwise kill it with SIGXFSZ on its first event, without a
+/// report.
+#[test]
+fn the_callers_rlimits_bind_the_sandbox_but_not_purple_init() {
+    use std::os::unix::process::CommandExt;
+    if !require_root("the_callers_rlimits_bind_the_sandbox_but_not_purple_init") {
+        return;
+    }
+    for_each_caller(|c| {
+        let (uid, gid) = match c {
+            Caller::Root => (0, 0),
+            Caller::User => (TEST_UID, TEST_GID),
+        };
+        let log_dir = private_dir(uid, gid);
+        // Already bigger than the file-size limit below.
+        let log = log_dir.path().join("audit.jsonl");
+        std::fs::write(&log, vec![b'#'; 128 << 10]).unwrap();
+        std::os::unix::fs::chown(&log, Some(uid), Some(gid)).unwrap();
+        let mut req = Request::new(
+            c,
+            None,
+            &["--audit-log", log.to_str().unwrap()],
+            &["/bin/sh", "-c", "ulimit -f; ulimit -t; echo ok"],
+        );
+        // SAFETY: only async-signal-safe setrlimit calls between fork and
+        // exec.
+        unsafe {
+            req.cmd.pre_exec(|| {
+                let fsize = libc::rlimit {
+                    rlim_cur: 64 << 10,
+                    rlim_max: 64 << 10,
+                };
+                let cpu = libc::rlimit {
+                    rlim_cur: 20,
+                    rlim_max: 30,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &fsize) != 0
+                    || libc::setrlimit(libc::RLIMIT_CPU, &cpu) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let r = req.run();
+        let ctx = r.ctx();
+        assert_eq!(r.code(), Some(0), "{c:?}\n{ctx}");
+        // dash's `ulimit -f` counts 512-byte blocks.
+        assert_eq!(stdout(&r.out), "128\n20\nok\n", "{c:?}\n{ctx}");
+        assert_eq!(
+            r.u64_at("/isolation/limits/file_size_bytes"),
+            Some(64 << 10),
+            "{c:?}: the caller's limit is in force and reported\n{ctx}"
+        );
+        assert_eq!(
+            r.u64_at("/isolation/limits/cpu_time_s"),
+            Some(20),
+            "{c:?}\n{ctx}"
+        );
+        // Past the caller's limit: whole events where purple-init could
+        // lift the limit (CAP_SYS_RESOURCE), otherwise none; never a torn
+        // line.
+        let written = std::fs::read(&log).unwrap();
+        let events = String::from_utf8_lossy(&written[128 << 10..]).into_owned();
+        assert!(
+            events.is_empty() || events.ends_with('\n'),
+            "{c:?}: a torn line\n{events}"
+        );
+        for line in events.lines() {
+            serde_json::from_str::<Value>(line)
+                .unwrap_or_else(|e| panic!("{c:?}: not a JSON line ({e}): {line}"));
+        }
+        if events.is_empty() {
+            assert!(
+                stderr(&r.out).contains("purple: audit: --audit-log:"),
+                "{c:?}: the caller is told its log was not written\n{ctx}"
+            );
+        }
+    });
+}
+
+/// The cgroup2 hierarchy's mount point (also on hybrid hosts).
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let mount_point = before.split(' ').nth(4)?;
+        (after.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(mount_point))
+    })
+}
+
+/// A cgroup delegated to TEST_UID the way systemd delegates a user's
+/// session: the directory and its control files are the user's. Thawed
+/// and removed on drop.
+struct DelegatedCgroup(PathBuf);
+
+impl DelegatedCgroup {
+    fn new(mount: &Path) -> Self {
+        let dir = mount.join(format!("purple-test-delegated-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        for file in [
+            "",
+            "cgroup.procs",
+            "cgroup.freeze",
+            "cgroup.kill",
+            "cgroup.threads",
+        ] {
+            std::os::unix::fs::chown(dir.join(file), Some(TEST_UID), Some(TEST_GID)).unwrap();
+        }
+        DelegatedCgroup(dir)
+    }
+}
+
+impl Drop for DelegatedCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("cgroup.freeze"), "0");
+        // Its processes (the test's supervisor) are gone or going.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("could not remove {}", self.0.display());
+    }
+}
+
+/// The line of a process's cgroup2 membership in /proc/PID/cgroup.
+fn cgroup2_path_of(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_owned)
+}
+
+/// A user can freeze (or kill) the processes of a cgroup delegated to it,
+/// with no signal permission needed. purple-init leaves such a cgroup
+/// before the sandbox exists: with the caller's whole session frozen past
+/// the timeout, the sandbox still ends on time.
+#[test]
+fn a_callers_delegated_cgroup_cannot_hold_purple_init() {
+    if !require_root("a_callers_delegated_cgroup_cannot_hold_purple_init") {
+        return;
+    }
+    let Some(mount) = cgroup2_mount() else {
+        assert!(!in_ci(), "no cgroup2 hierarchy mounted, and CI is set");
+        eprintln!("SKIP a_callers_delegated_cgroup_cannot_hold_purple_init: no cgroup2 mount");
+        return;
+    };
+    let delegated = DelegatedCgroup::new(&mount);
+    let dir = private_dir(TEST_UID, TEST_GID);
+    let report = dir.path().join("report.json");
+    // The supervisor starts inside the delegated cgroup, as the user.
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec setpriv --reuid={TEST_UID} --regid={TEST_GID} \
+         --clear-groups -- {} run --report {} --timeout 2s -- sleep 30",
+        delegated.0.display(),
+        Caller::User.supervisor().display(),
+        report.display()
+    );
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir("/");
+    let running = Running::start(cmd);
+    let supervisor = running.pid();
+    let mut init = None;
+    let placed = wait_until(Duration::from_secs(5), || {
+        init = init_of(supervisor);
+        init.and_then(|(pid, _)| cgroup2_path_of(pid))
+            .is_some_and(|p| p.ends_with("/init"))
+    });
+    let where_init = init.and_then(|(pid, _)| cgroup2_path_of(pid));
+    // Freeze the caller's cgroup, as the caller, past the timeout.
+    let frozen = Command::new("setpriv")
+        .args([
+            &format!("--reuid={TEST_UID}"),
+            &format!("--regid={TEST_GID}"),
+            "--clear-groups",
+            "--",
+            "/bin/sh",
+            "-c",
+            &format!("echo 1 > {}/cgroup.freeze", delegated.0.display()),
+        ])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    std::fs::write(delegated.0.join("cgroup.freeze"), "0").unwrap();
+    let out = running.finish();
+    assert!(frozen.success(), "the user could not freeze its own cgroup");
+    assert!(
+        placed,
+        "purple-init stayed in the caller's cgroup ({where_init:?})\n{}",
+        show(&out)
+    );
+    let r = Ran::read(out, &dir);
+    let ctx = r.ctx();
+    assert_eq!(r.at("/status"), "timeout", "{ctx}");
+    let wall = r.u64_at("/wall_time_ms").unwrap();
+    assert!(
+        wall < 3500,
+        "the timeout of 2 s fired after {wall} ms: the caller held purple-init\n{ctx}"
+    );
+    drop(delegated);
+}
+
 // ---------------------------------------------------------------------------
 // 8. Admin defaults and maxima
 // ---------------------------------------------------------------------------

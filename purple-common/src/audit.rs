@@ -226,7 +226,7 @@ impl AuditEvent {
                 field("exit_code")
             ),
         };
-        clip_to(&text.replace(['\n', '\r'], " "), MAX_SUMMARY_CHARS)
+        clip_to(&printable(&text), MAX_SUMMARY_CHARS)
     }
 }
 
@@ -256,14 +256,40 @@ fn sd_name(key: &str) -> String {
         .collect()
 }
 
-/// RFC 5424 PARAM-VALUE escaping: `"`, `\` and `]` get a backslash.
+/// RFC 5424 PARAM-VALUE escaping: `"`, `\` and `]` get a backslash, and
+/// line breaks and other control characters (which a command line can
+/// hold) become `\uXXXX` text, so no value can start a forged line in a
+/// log file written by the syslog daemon.
 pub fn sd_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
         }
+        push_printable(&mut out, c);
+    }
+    out
+}
+
+/// Characters that end or alter a line on some reader: C0 and C1
+/// controls, DEL, and the Unicode line and paragraph separators.
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+fn push_printable(out: &mut String, c: char) {
+    if breaks_lines(c) {
+        out.push_str(&format!("\\u{:04x}", u32::from(c)));
+    } else {
         out.push(c);
+    }
+}
+
+/// `text` with every line-breaking character as `\uXXXX`.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        push_printable(&mut out, c);
     }
     out
 }
@@ -482,12 +508,21 @@ impl Sink {
         })
     }
 
-    /// A caller's descriptor: it must be a regular file open for appending.
+    /// A caller's descriptor: it must be a regular file open for appending,
+    /// and not on FUSE, whose server (the caller's, possibly) could hold a
+    /// write, and with it the root purple-init, forever.
     pub fn json_descriptor(fd: OwnedFd) -> Result<Sink, AuditError> {
         let stat = nix::sys::stat::fstat(fd.as_raw_fd())
             .map_err(|e| AuditError::Descriptor(e.to_string()))?;
         if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(AuditError::Descriptor("not a regular file".into()));
+        }
+        let fs =
+            nix::sys::statfs::fstatfs(&fd).map_err(|e| AuditError::Descriptor(e.to_string()))?;
+        if fs.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC {
+            return Err(AuditError::Descriptor(
+                "on a FUSE file system (its server could stall purple-init)".into(),
+            ));
         }
         // SAFETY: F_GETFL on a descriptor we own reads its status flags.
         let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
@@ -548,6 +583,7 @@ fn open_append(path: &Path) -> Result<std::fs::File, AuditError> {
 
 fn write_line(fd: &impl AsRawFd, event: &AuditEvent) -> std::io::Result<()> {
     let line = event.to_json_line();
+    refuse_past_file_size_limit(fd, line.len())?;
     let written = nix::unistd::write(
         // SAFETY: the descriptor is borrowed for this call only and stays
         // open for its duration (its owner is alive).
@@ -563,6 +599,31 @@ fn write_line(fd: &impl AsRawFd, event: &AuditEvent) -> std::io::Result<()> {
             format!("short write: {written} of {} bytes", line.len()),
         ))
     }
+}
+
+/// The kernel would write only the part of a line that fits under the
+/// process's RLIMIT_FSIZE (a hard limit purple-init's caller set and it
+/// could not lift): a torn line would break every reader of the file, so
+/// such a line is not written at all.
+fn refuse_past_file_size_limit(fd: &impl AsRawFd, len: usize) -> std::io::Result<()> {
+    let (limit, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE)
+        .map_err(std::io::Error::from)?;
+    if limit == u64::MAX {
+        return Ok(());
+    }
+    let size = nix::sys::stat::fstat(fd.as_raw_fd())
+        .map_err(std::io::Error::from)?
+        .st_size;
+    let end = u64::try_from(size)
+        .unwrap_or(u64::MAX)
+        .saturating_add(len as u64);
+    if end > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("the line would pass the process's file-size limit of {limit} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 /// Writes every event to every sink, remembering what failed.
@@ -641,6 +702,30 @@ mod tests {
         assert!(sd.ends_with(']'));
         assert!(sd.contains(r#"message="a \"quoted\" \] \\ value""#), "{sd}");
         assert!(sd.contains(r#"exit_code="0""#), "{sd}");
+    }
+
+    #[test]
+    fn no_value_or_summary_can_break_a_line() {
+        let raw = "x\n<86>1 2026-01-01T00:00:00Z forged\r\u{2028}\u{85}\u{7f}\t";
+        let argv = vec!["sh".to_owned(), "-c".to_owned(), raw.to_owned()];
+        let created = AuditEvent::new(EventKind::SandboxCreated, "purple-init", "id", 1, "a")
+            .with_command(&argv);
+        let failed = AuditEvent::new(EventKind::SetupFailed, "purple-init", "id", 1, "a")
+            .with("message", raw);
+        for text in [
+            created.structured_data(),
+            created.summary(),
+            failed.structured_data(),
+            failed.summary(),
+        ] {
+            assert!(
+                !text.chars().any(|c| c.is_control() || c == '\u{2028}'),
+                "{text:?}"
+            );
+            assert!(text.contains(r"\u2028\u0085\u007f"), "{text}");
+        }
+        let sd = failed.structured_data();
+        assert!(sd.contains(r"x\u000a<86>1"), "{sd}");
     }
 
     #[test]

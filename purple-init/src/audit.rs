@@ -272,16 +272,22 @@ impl Audit {
         self.flush_caller_log();
     }
 
-    /// Sink failures, once per boot on stderr (a host without syslog would
-    /// otherwise print it on every run); `None` when there is nothing to say.
+    /// Sink failures on stderr: the admin's sinks once per boot (a host
+    /// without syslog would otherwise print it on every run), the caller's
+    /// own `--audit-log` every time (the caller asked for it); `None` when
+    /// there is nothing to say.
     pub fn warning(&mut self) -> Option<String> {
-        if self.failures.is_empty() {
-            return None;
+        let (caller, admin): (Vec<String>, Vec<String>) = std::mem::take(&mut self.failures)
+            .into_iter()
+            .partition(|f| f.starts_with("--audit-log:"));
+        let mut lines = Vec::new();
+        if !admin.is_empty() && first_warning_this_boot() {
+            lines.push(format!("purple: audit: {}; going on without it (the admin config's [audit] required = true refuses instead)", admin.join("; ")));
         }
-        let text = std::mem::take(&mut self.failures).join("; ");
-        first_warning_this_boot().then(|| {
-            format!("purple: audit: {text}; going on without it (the admin config's [audit] required = true refuses instead)")
-        })
+        if !caller.is_empty() {
+            lines.push(format!("purple: audit: {}", caller.join("; ")));
+        }
+        (!lines.is_empty()).then(|| lines.join("\n"))
     }
 }
 

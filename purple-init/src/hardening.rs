@@ -14,6 +14,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::socket::{getsockopt, sockopt, SockType};
 use purple_common::protocol::INIT_SOCKET_FD;
 
+use crate::limits::{CallerRlimit, CallerRlimits};
 use crate::sys;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,12 @@ pub enum HardeningError {
     ParentGone,
     #[error("dropping capabilities: {0}")]
     Capabilities(String),
+    #[error("the caller's hard {resource} is {hard}; purple-init needs at least {needed} (raise it with ulimit -H, or run from a session without it)")]
+    CallerLimitTooLow {
+        resource: &'static str,
+        hard: u64,
+        needed: u64,
+    },
 }
 
 fn sys_err(step: &'static str) -> impl FnOnce(Errno) -> HardeningError {
@@ -42,6 +49,9 @@ pub struct StartState {
     pub real_uid: u32,
     pub real_gid: u32,
     pub purple_config: Option<OsString>,
+    /// The caller's limits purple-init lifted for itself; the workload
+    /// gets them back.
+    pub caller_rlimits: CallerRlimits,
 }
 
 /// Job-control stop signals a terminal sends: ignored by purple-init.
@@ -96,8 +106,18 @@ pub fn sanitize_process() -> Result<StartState, HardeningError> {
     reset_signals()?;
     let ids = nix::unistd::getresuid().map_err(sys_err("getresuid"))?;
     let gids = nix::unistd::getresgid().map_err(sys_err("getresgid"))?;
+    // Files and directories purple-init creates (the admin's audit log,
+    // /run/purple, cgroups) are root's, not in the caller's group: a setuid
+    // binary keeps the caller's effective gid. The real gid stays the
+    // caller's until step 4b.
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setresgid(gids.real, root_gid, root_gid)
+        .map_err(sys_err("setresgid (effective to root)"))?;
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
         .map_err(sys_err("setrlimit RLIMIT_CORE"))?;
+    // Before the capabilities go: raising a hard limit needs
+    // CAP_SYS_RESOURCE.
+    let caller_rlimits = lift_caller_rlimits()?;
     keep_only_needed_capabilities()?;
     Ok(StartState {
         socket,
@@ -105,6 +125,55 @@ pub fn sanitize_process() -> Result<StartState, HardeningError> {
         real_uid: ids.real.as_raw(),
         real_gid: gids.real.as_raw(),
         purple_config,
+        caller_rlimits,
+    })
+}
+
+/// Lowest hard limits purple-init can work under: the descriptors of a
+/// full request plus its own, and memory to parse, plan and report. A
+/// caller below them is refused up front rather than have purple-init fail
+/// half-way (with a sandbox running and no report or terminal event).
+const CALLER_HARD_FLOORS: [(&str, u64); 4] = [
+    ("RLIMIT_NOFILE", 1024),
+    ("RLIMIT_AS", 1 << 30),
+    ("RLIMIT_DATA", 1 << 30),
+    ("RLIMIT_STACK", 8 << 20),
+];
+
+/// Saves the caller's limits of the resources that could end or starve
+/// purple-init, and lifts them for purple-init: a caller's RLIMIT_CPU would
+/// kill it with SIGXCPU mid-run, RLIMIT_FSIZE would cut the admin's audit
+/// log short, small AS/DATA/STACK limits would make it abort on an
+/// allocation; each time without a report or a terminal audit event. Soft
+/// limits go up to the hard ones (always allowed); hard limits go to
+/// unlimited where CAP_SYS_RESOURCE allows (some hosts keep it out of every
+/// bounding set), and otherwise stay, after a check that they leave
+/// purple-init enough. Every hard limit stays at least the caller's, so
+/// the workload can be given the caller's values back.
+fn lift_caller_rlimits() -> Result<CallerRlimits, HardeningError> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let lift = |resource: Resource, name: &'static str| {
+        let (soft, hard) = getrlimit(resource).map_err(sys_err("getrlimit"))?;
+        if setrlimit(resource, u64::MAX, u64::MAX).is_err() {
+            setrlimit(resource, hard, hard).map_err(sys_err("setrlimit (soft to hard)"))?;
+            let floor = CALLER_HARD_FLOORS.iter().find(|(n, _)| *n == name);
+            if let Some((_, needed)) = floor.filter(|(_, needed)| hard < *needed) {
+                return Err(HardeningError::CallerLimitTooLow {
+                    resource: name,
+                    hard,
+                    needed: *needed,
+                });
+            }
+        }
+        Ok::<_, HardeningError>(CallerRlimit { soft, hard })
+    };
+    Ok(CallerRlimits {
+        cpu: lift(Resource::RLIMIT_CPU, "RLIMIT_CPU")?,
+        file_size: lift(Resource::RLIMIT_FSIZE, "RLIMIT_FSIZE")?,
+        address_space: lift(Resource::RLIMIT_AS, "RLIMIT_AS")?,
+        data: lift(Resource::RLIMIT_DATA, "RLIMIT_DATA")?,
+        stack: lift(Resource::RLIMIT_STACK, "RLIMIT_STACK")?,
+        open_files: lift(Resource::RLIMIT_NOFILE, "RLIMIT_NOFILE")?,
     })
 }
 
@@ -192,6 +261,10 @@ fn reset_signals() -> Result<(), HardeningError> {
     // defaults back.
     sys::set_signal_dispositions(JOB_CONTROL_SIGNALS, libc::SIG_IGN)
         .map_err(sys_err("ignore job-control stops"))?;
+    // A caller's hard RLIMIT_FSIZE that could not be lifted makes a write
+    // past it fail (EFBIG, handled) instead of killing purple-init.
+    sys::set_signal_dispositions([libc::SIGXFSZ], libc::SIG_IGN)
+        .map_err(sys_err("ignore SIGXFSZ"))?;
     let mut stop = SigSet::empty();
     for s in STOP_SIGNALS {
         stop.add(*s);

@@ -19,12 +19,74 @@ pub struct Rlimits {
     pub file_size: Option<u64>,
 }
 
+/// One of the caller's own limits, as purple-init found it at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallerRlimit {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+#[cfg(test)]
+impl CallerRlimit {
+    pub const UNLIMITED: CallerRlimit = CallerRlimit {
+        soft: u64::MAX,
+        hard: u64::MAX,
+    };
+}
+
+/// The caller's limits of the resources purple-init lifts for itself (a
+/// caller's low CPU, file-size or memory limit would otherwise kill or
+/// starve the trusted side: no report, no terminal audit event). The
+/// workload gets them back before Purple's own limits lower them further,
+/// so a sandbox never has more than its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallerRlimits {
+    pub cpu: CallerRlimit,
+    pub file_size: CallerRlimit,
+    pub address_space: CallerRlimit,
+    pub data: CallerRlimit,
+    pub stack: CallerRlimit,
+    pub open_files: CallerRlimit,
+}
+
+#[cfg(test)]
+impl CallerRlimits {
+    pub const UNLIMITED: CallerRlimits = CallerRlimits {
+        cpu: CallerRlimit::UNLIMITED,
+        file_size: CallerRlimit::UNLIMITED,
+        address_space: CallerRlimit::UNLIMITED,
+        data: CallerRlimit::UNLIMITED,
+        stack: CallerRlimit::UNLIMITED,
+        open_files: CallerRlimit::UNLIMITED,
+    };
+}
+
+impl Rlimits {
+    /// What the command really runs under: Purple's limit or the caller's
+    /// own (soft) one, whichever is lower; a limit the caller set and
+    /// Purple did not ask for counts too.
+    pub fn in_force(&self, caller: &CallerRlimits) -> Rlimits {
+        let finite = |limit: u64| (limit != u64::MAX).then_some(limit);
+        let lower = |asked: Option<u64>, caller: CallerRlimit| match asked {
+            Some(a) => Some(a.min(caller.soft)),
+            None => finite(caller.soft),
+        };
+        Rlimits {
+            cpu_time_s: lower(self.cpu_time_s, caller.cpu),
+            open_files: self.open_files.min(caller.open_files.soft),
+            file_size: lower(self.file_size, caller.file_size),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResolvedLimits {
     pub cgroup: CgroupLimits,
     pub mode: ResourceMode,
     pub timeout_ms: Option<u64>,
     pub rlimits: Rlimits,
+    /// The caller's own limits, restored in the workload before `rlimits`.
+    pub caller_rlimits: CallerRlimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +113,7 @@ pub fn resolve(
     policy: &Policy,
     admin: &AdminConfig,
     caller: Caller,
+    caller_rlimits: CallerRlimits,
     online_cpus: u32,
     config_path: &str,
 ) -> Result<ResolvedLimits, LimitError> {
@@ -153,6 +216,7 @@ pub fn resolve(
             open_files: u64::from(open_files),
             file_size: file_size.map(ByteSize::bytes),
         },
+        caller_rlimits,
     })
 }
 
@@ -181,6 +245,7 @@ pub fn defaults_for_tests() -> ResolvedLimits {
         &Policy::default(),
         &AdminConfig::default(),
         Caller::Root,
+        CallerRlimits::UNLIMITED,
         2,
         "",
     ) {
@@ -211,6 +276,7 @@ mod tests {
             &policy(text),
             &AdminConfig::default(),
             caller,
+            CallerRlimits::UNLIMITED,
             2,
             "/etc/purple/purple.toml",
         )
@@ -280,14 +346,57 @@ mod tests {
         admin.maxima.timeout = Some("1h".parse().unwrap());
         admin.maxima.cpu_time = Some("60s".parse().unwrap());
         let p = policy("");
-        let r = resolve(&p, &admin, Caller::Unprivileged, 2, "x").unwrap();
+        let r = resolve(
+            &p,
+            &admin,
+            Caller::Unprivileged,
+            CallerRlimits::UNLIMITED,
+            2,
+            "x",
+        )
+        .unwrap();
         assert_eq!(r.timeout_ms, Some(3_600_000));
         assert_eq!(r.rlimits.cpu_time_s, Some(60));
-        let r = resolve(&p, &admin, Caller::Root, 2, "x").unwrap();
+        let r = resolve(&p, &admin, Caller::Root, CallerRlimits::UNLIMITED, 2, "x").unwrap();
         assert_eq!(r.timeout_ms, None);
         let long = policy("[resources]\ntimeout = \"2h\"\n");
-        let err = resolve(&long, &admin, Caller::Unprivileged, 2, "x").unwrap_err();
+        let err = resolve(
+            &long,
+            &admin,
+            Caller::Unprivileged,
+            CallerRlimits::UNLIMITED,
+            2,
+            "x",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("3600s"), "{err}");
+    }
+
+    #[test]
+    fn the_callers_own_lower_rlimits_are_what_is_in_force() {
+        let asked = Rlimits {
+            cpu_time_s: Some(60),
+            open_files: 4096,
+            file_size: None,
+        };
+        let caller = CallerRlimits {
+            cpu: CallerRlimit { soft: 5, hard: 10 },
+            open_files: CallerRlimit {
+                soft: 256,
+                hard: 1024,
+            },
+            file_size: CallerRlimit {
+                soft: 1 << 20,
+                hard: u64::MAX,
+            },
+            ..CallerRlimits::UNLIMITED
+        };
+        let in_force = asked.in_force(&caller);
+        assert_eq!(in_force.cpu_time_s, Some(5));
+        assert_eq!(in_force.open_files, 256);
+        // Not asked by the policy, but set by the caller: still reported.
+        assert_eq!(in_force.file_size, Some(1 << 20));
+        assert_eq!(asked.in_force(&CallerRlimits::UNLIMITED), asked);
     }
 
     #[test]

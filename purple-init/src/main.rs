@@ -49,14 +49,41 @@ fn main() -> ExitCode {
     let _ = hardening::stop_answering_caller_signals();
     audit.ended(&report);
     if let Some(warning) = audit.warning() {
-        eprintln!("{warning}");
+        warn_caller(&warning);
     }
     let code = report.exit_code;
+    // A supervisor that never reads (stopped, or with a tiny receive
+    // buffer) must not keep a root process alive after its sandbox.
+    let _ = nix::sys::socket::setsockopt(
+        &state.socket,
+        nix::sys::socket::sockopt::SendTimeout,
+        &nix::sys::time::TimeVal::new(REPORT_SEND_TIMEOUT_S, 0),
+    );
     if let Err(e) = protocol::send_message(state.socket.as_fd(), &report, MAX_REPLY_BYTES, &[]) {
-        eprintln!("purple: purple-init: could not send the exit report: {e}");
+        warn_caller(&format!(
+            "purple: purple-init: could not send the exit report: {e}"
+        ));
         return ExitCode::from(EXIT_PURPLE_FAILED as u8);
     }
     ExitCode::from(u8::try_from(code).unwrap_or(EXIT_PURPLE_FAILED as u8))
+}
+
+/// How long the exit report may wait for the supervisor to read it.
+const REPORT_SEND_TIMEOUT_S: i64 = 10;
+
+/// One line on the caller's stderr, unless that is a pipe nobody drains:
+/// it waits a second for room, then drops the line, so a full pipe cannot
+/// hold the (root) purple-init after its sandbox ended.
+fn warn_caller(line: &str) {
+    use std::io::Write;
+    let stderr = std::io::stderr();
+    let mut fds = [nix::poll::PollFd::new(
+        stderr.as_fd(),
+        nix::poll::PollFlags::POLLOUT,
+    )];
+    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16)) == Ok(1) {
+        let _ = writeln!(stderr.lock(), "{line}");
+    }
 }
 
 /// The ordered steps of one sandbox. Every failure becomes a report; the
@@ -134,6 +161,22 @@ fn run(
     if let Err(e) = hardening::stop_answering_caller_signals() {
         return ctx.refused(e.to_string());
     }
+    // Step 4c: nor freeze or kill it through a cgroup it was delegated
+    // (a user's systemd session): purple-init moves to a root-owned cgroup
+    // where the caller could. Before anything exists that it must clean up.
+    audit.stage = audit::Stage::Host;
+    let left = hardening::with_cgroup_privilege(|| {
+        cgroup::guard::leave_caller_cgroups(state.real_uid, &admin.cgroup.parent)
+    });
+    match left {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return ctx.refused(format!(
+                "purple-init cannot leave a cgroup its caller can freeze or kill: {e}"
+            ))
+        }
+        Err(e) => return ctx.refused(e.to_string()),
+    }
     // Step 5: the limits: the policy's, within the admin's maxima, the
     // admin's defaults for the rest. Still nothing created.
     let caller = if state.real_uid == 0 {
@@ -146,6 +189,7 @@ fn run(
         &request.policy,
         &admin,
         caller,
+        state.caller_rlimits,
         limits::online_cpus(),
         &config_path.to_string_lossy(),
     ) {

@@ -13,7 +13,6 @@ use crate::plan::{MountStep, Plan};
 use crate::sandbox::child::{MASKED_PROC_DIRS, MASKED_PROC_FILES, READ_ONLY_PROC_DIRS};
 use crate::sandbox::{ChildMessage, NAMESPACES};
 use crate::supervise::Ending;
-use nix::sys::resource::Resource;
 use purple_common::values::ByteSize;
 
 pub struct ReportContext<'a> {
@@ -188,6 +187,7 @@ fn apply_resources(report: &mut ExitReport, plan: &Plan, resources: &ResourceOut
         report.limit_events = counters.events;
     }
     let limits = &plan.limits;
+    let rlimits = limits.rlimits.in_force(&limits.caller_rlimits);
     let failed = match report.status {
         Outcome::Exited => report.exit_code != 0,
         Outcome::Signaled => true,
@@ -208,15 +208,14 @@ fn apply_resources(report: &mut ExitReport, plan: &Plan, resources: &ResourceOut
             report.limit_hit = Some("cpu_time".into());
             report.message = Some(format!(
                 "killed: CPU time limit {}s reached",
-                limits.rlimits.cpu_time_s.unwrap_or_default()
+                rlimits.cpu_time_s.unwrap_or_default()
             ));
         }
         (Outcome::Signaled, Some(libc::SIGXFSZ)) => {
             report.limit_hit = Some("file_size".into());
             report.message = Some(format!(
                 "killed: file size limit {} reached",
-                limits
-                    .rlimits
+                rlimits
                     .file_size
                     .map(|b| ByteSize::from_bytes(b).human())
                     .unwrap_or_default()
@@ -226,14 +225,9 @@ fn apply_resources(report: &mut ExitReport, plan: &Plan, resources: &ResourceOut
     }
 }
 
-/// purple-init's own hard limit of `resource` (unlimited when unreadable:
-/// the requested value then stands).
-fn hard_limit(resource: Resource) -> u64 {
-    nix::sys::resource::getrlimit(resource).map_or(u64::MAX, |(_, hard)| hard)
-}
-
 fn applied_limits(plan: &Plan, resources: &ResourceOutcome) -> AppliedLimits {
     let limits = &plan.limits;
+    let rlimits = limits.rlimits.in_force(&limits.caller_rlimits);
     let in_cgroup = resources.cgroup_path.is_some();
     fn when<T>(in_cgroup: bool, v: T) -> Option<T> {
         in_cgroup.then_some(v)
@@ -254,20 +248,11 @@ fn applied_limits(plan: &Plan, resources: &ResourceOutcome) -> AppliedLimits {
         pids: when(in_cgroup, limits.cgroup.pids_max),
         millicpus: when(in_cgroup, limits.cgroup.millicpus),
         cpu_weight: when(in_cgroup, limits.cgroup.cpu_weight),
-        // The command inherits purple-init's limits (the caller's) and can
-        // only lower them: report what is in force, not just what was asked.
-        cpu_time_s: limits
-            .rlimits
-            .cpu_time_s
-            .map(|s| s.min(hard_limit(Resource::RLIMIT_CPU))),
-        open_files: limits
-            .rlimits
-            .open_files
-            .min(hard_limit(Resource::RLIMIT_NOFILE)),
-        file_size_bytes: limits
-            .rlimits
-            .file_size
-            .map(|b| b.min(hard_limit(Resource::RLIMIT_FSIZE))),
+        // The command gets the caller's own limits back and Purple's only
+        // lower them: report what is in force, not just what was asked.
+        cpu_time_s: rlimits.cpu_time_s,
+        open_files: rlimits.open_files,
+        file_size_bytes: rlimits.file_size,
         core_bytes: 0,
     }
 }

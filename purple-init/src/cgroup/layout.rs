@@ -120,6 +120,30 @@ impl Layout {
     }
 }
 
+/// The hierarchies with a freezer or kill switch: the cgroup2 tree (its
+/// `cgroup.freeze` and `cgroup.kill` work without any controller, so also
+/// on hybrid hosts) and the v1 freezer, each at most once.
+pub fn freezable_hierarchies(text: &str) -> Vec<Hierarchy> {
+    let mounts: Vec<Mount> = text.lines().filter_map(Mount::parse).collect();
+    let v2 = mounts.iter().filter(|m| m.fs_type == "cgroup2");
+    let v2 = v2
+        .clone()
+        .find(|m| m.mount_point.starts_with("/sys/fs/cgroup"))
+        .or_else(|| v2.clone().next());
+    let freezer = mounts
+        .iter()
+        .find(|m| m.fs_type == "cgroup" && m.has_controller("freezer"));
+    v2.map(|m| (m, Vec::new()))
+        .into_iter()
+        .chain(freezer.map(|m| (m, vec!["freezer".to_owned()])))
+        .map(|(m, controllers)| Hierarchy {
+            controllers,
+            mount_point: m.mount_point.clone(),
+            mount_root: m.root.clone(),
+        })
+        .collect()
+}
+
 /// The v1 super options that name controllers (the rest are mount flags
 /// and `name=` hierarchies).
 fn is_v1_controller(option: &str) -> bool {

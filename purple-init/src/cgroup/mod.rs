@@ -14,6 +14,7 @@
 //! tests.
 
 pub mod counters;
+pub mod guard;
 pub mod layout;
 pub mod stale;
 

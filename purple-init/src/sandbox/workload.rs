@@ -97,9 +97,10 @@ enum Never {}
 fn run(plan: &Plan, prepared: &Prepared, status: &OwnedFd) -> Result<Never, (u8, Errno)> {
     // The command starts with default dispositions and an empty mask.
     // purple-init already reset what the caller ignored; of its own state
-    // only SIGPIPE (ignored) and the blocked stop signals (read from a
-    // signalfd) would survive execve.
-    sys::set_signal_dispositions([libc::SIGPIPE], libc::SIG_DFL).map_err(|e| (2, e))?;
+    // only SIGPIPE and SIGXFSZ (ignored) and the blocked stop signals (read
+    // from a signalfd) would survive execve.
+    sys::set_signal_dispositions([libc::SIGPIPE, libc::SIGXFSZ], libc::SIG_DFL)
+        .map_err(|e| (2, e))?;
     sys::set_signal_dispositions(crate::hardening::JOB_CONTROL_SIGNALS, libc::SIG_DFL)
         .map_err(|e| (2, e))?;
     nix::sys::signal::sigprocmask(
@@ -109,6 +110,7 @@ fn run(plan: &Plan, prepared: &Prepared, status: &OwnedFd) -> Result<Never, (u8,
     )
     .map_err(|e| (2, e))?;
     nix::unistd::chdir(plan.cwd.as_str()).map_err(|e| (3, e))?;
+    restore_caller_rlimits(&plan.limits.caller_rlimits).map_err(|e| (4, e))?;
     set_rlimits(&plan.limits.rlimits).map_err(|e| (4, e))?;
     // The command and everything it starts go first when the OOM killer
     // picks a victim, in the sandbox's cgroup and on the host: PID 1 (the
@@ -155,15 +157,35 @@ fn set_oom_score_adj() -> Result<(), Errno> {
     written
 }
 
+/// The limits purple-init lifted for itself go back to the caller's values
+/// (a lowering, which needs no privilege): the sandbox never gets more
+/// than the caller had.
+fn restore_caller_rlimits(caller: &crate::limits::CallerRlimits) -> Result<(), Errno> {
+    use nix::sys::resource::{setrlimit, Resource};
+    for (resource, limit) in [
+        (Resource::RLIMIT_CPU, caller.cpu),
+        (Resource::RLIMIT_FSIZE, caller.file_size),
+        (Resource::RLIMIT_AS, caller.address_space),
+        (Resource::RLIMIT_DATA, caller.data),
+        (Resource::RLIMIT_STACK, caller.stack),
+        (Resource::RLIMIT_NOFILE, caller.open_files),
+    ] {
+        setrlimit(resource, limit.soft, limit.hard)?;
+    }
+    Ok(())
+}
+
 /// Per-process limits, inherited by everything the command starts. Only
-/// ever lowered: a caller's own lower hard limit stays in force.
+/// ever lowered: a caller's own lower limit stays in force (what the report
+/// shows is [`Rlimits::in_force`](crate::limits::Rlimits::in_force)).
 fn set_rlimits(limits: &crate::limits::Rlimits) -> Result<(), Errno> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     // No core files: a crash must not write the workload's memory to disk.
     setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
     let lower = |resource: Resource, soft: u64, hard: u64| -> Result<(), Errno> {
-        let (_, current_hard) = getrlimit(resource)?;
-        setrlimit(resource, soft.min(current_hard), hard.min(current_hard))
+        let (current_soft, current_hard) = getrlimit(resource)?;
+        let hard = hard.min(current_hard);
+        setrlimit(resource, soft.min(current_soft).min(hard), hard)
     };
     lower(
         Resource::RLIMIT_NOFILE,
