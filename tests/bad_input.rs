@@ -1684,29 +1684,51 @@ fn env_flag_splits_at_the_first_equals_sign() {
     assert_nothing_left(&b, "env");
 }
 
+/// A filtered network with no purple-netd to enforce it does not run
+/// without it; a rule outside the admin's bounds is refused before that.
 #[test]
-fn filtered_network_is_refused_until_enforced() {
-    if !require_root("filtered_network_is_refused_until_enforced") {
+fn filtered_network_without_netd_fails_closed() {
+    if !require_root("filtered_network_without_netd_fails_closed") {
         return;
     }
     let b = before();
+    let missing = tempfile::tempdir().unwrap();
+    let socket = missing.path().join("netd.sock");
+    let out = sup_env(
+        Caller::Root,
+        &[("PURPLE_NETD_SOCKET", socket.to_str().unwrap())],
+        &[
+            "run", "--net", "filtered", "--", "/bin/sh", "-c", "echo RAN",
+        ],
+    );
+    assert_refused(
+        &out,
+        EXIT_PURPLE,
+        &["purple-netd", "netd.sock"],
+        "Root: run --net filtered without purple-netd",
+    );
+    // An unprivileged caller may not publish below the admin's minimum
+    // host port (1024 by default): refused before purple-netd is asked.
+    let out = sup(
+        Caller::User,
+        &[
+            "run",
+            "--allow-in",
+            "tcp:80->80",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo RAN",
+        ],
+    );
+    assert_refused(
+        &out,
+        EXIT_PURPLE,
+        &["host port 80", "min_host_port"],
+        "User: --allow-in tcp:80->80",
+    );
+    // `--net none` stays what it was.
     for caller in Caller::BOTH {
-        // Resource limits are enforced now (tests/limits.rs); the filtered
-        // network is not yet, so asking for it must refuse, not run without.
-        let out = sup(
-            caller,
-            &[
-                "run", "--net", "filtered", "--", "/bin/sh", "-c", "echo RAN",
-            ],
-        );
-        assert_refused(
-            &out,
-            EXIT_PURPLE,
-            &["filtered", "not enforced"],
-            &format!("{caller:?}: run --net filtered"),
-        );
-        // `--net none` is what is enforced: accepted. (Syscall lists and
-        // landlock.mode = "required" are enforced now: tests/syscalls.rs.)
         assert_eq!(
             assert_ok(
                 &sup(caller, &["run", "--net", "none", "--", "/bin/echo", "ok"]),

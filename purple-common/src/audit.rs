@@ -43,12 +43,16 @@ pub enum EventKind {
     LimitHit,
     SeccompViolation,
     SandboxExited,
+    NetAttached,
+    NetDetached,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::SandboxCreated,
         EventKind::SandboxStarted,
+        EventKind::NetAttached,
+        EventKind::NetDetached,
         EventKind::SandboxRefused,
         EventKind::SetupFailed,
         EventKind::LimitHit,
@@ -65,6 +69,8 @@ impl EventKind {
             EventKind::LimitHit => "limit.hit",
             EventKind::SeccompViolation => "seccomp.violation",
             EventKind::SandboxExited => "sandbox.exited",
+            EventKind::NetAttached => "net.attached",
+            EventKind::NetDetached => "net.detached",
         }
     }
 
@@ -82,9 +88,11 @@ impl EventKind {
             | EventKind::SetupFailed
             | EventKind::LimitHit
             | EventKind::SeccompViolation => syslog::Severity::LOG_WARNING,
-            EventKind::SandboxCreated | EventKind::SandboxStarted | EventKind::SandboxExited => {
-                syslog::Severity::LOG_INFO
-            }
+            EventKind::SandboxCreated
+            | EventKind::SandboxStarted
+            | EventKind::SandboxExited
+            | EventKind::NetAttached
+            | EventKind::NetDetached => syslog::Severity::LOG_INFO,
         }
     }
 }
@@ -220,6 +228,16 @@ impl AuditEvent {
             EventKind::SetupFailed => format!("setup failed: {}", field("message")),
             EventKind::LimitHit => format!("limit hit: {}", field("limit")),
             EventKind::SeccompViolation => "the seccomp filter killed the command".to_owned(),
+            EventKind::NetAttached => format!(
+                "network attached: {} out {} in {}",
+                field("address"),
+                field("allow_out"),
+                field("allow_in")
+            ),
+            EventKind::NetDetached => format!(
+                "network detached: {} packets dropped",
+                field("dropped_packets")
+            ),
             EventKind::SandboxExited => format!(
                 "sandbox ended: {} (exit {})",
                 field("status"),

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod capability;
 pub mod codec;
+pub mod netd;
 pub mod policy;
 pub mod protocol;
 pub mod report;

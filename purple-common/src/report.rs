@@ -159,6 +159,25 @@ pub struct CapabilitySets {
     pub ambient: Vec<String>,
 }
 
+/// A filtered network: what purple-netd set up, and what its rules counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    /// The sandbox's address with its prefix, e.g. `10.200.0.2/30`.
+    pub address: String,
+    pub gateway: String,
+    /// The host end of the veth pair.
+    pub host_interface: String,
+    pub allow_out: Vec<String>,
+    pub allow_in: Vec<String>,
+    /// Whether Landlock mirrors the TCP ports as a second layer (not when
+    /// the rules name more ports than it takes one by one).
+    pub landlock_tcp: bool,
+    /// Packets and bytes allowed and dropped, each way; null when purple-netd
+    /// could not say (see `detach_error`).
+    pub counters: Option<crate::netd::NetCounters>,
+    pub detach_error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Isolation {
     /// Namespaces the sandbox got: user, mnt, pid, net, ipc, uts, cgroup.
@@ -166,8 +185,11 @@ pub struct Isolation {
     pub uid_map: IdMapping,
     pub gid_map: IdMapping,
     pub hostname: String,
-    /// `loopback-only` for network mode none.
+    /// `loopback-only` for network mode none, `filtered` for purple-netd's.
     pub network: String,
+    /// The filtered network's details; null for `loopback-only`.
+    #[serde(default)]
+    pub network_filtered: Option<NetworkRecord>,
     pub root_read_only: bool,
     pub mounts: Vec<MountRecord>,
     pub masked_paths: Vec<String>,

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use purple_common::capability::Capability;
 use purple_common::policy::{parse::MAX_PIDS, CPU_WEIGHT_RANGE, OPEN_FILES_RANGE};
+use purple_common::policy::{Cidr, PortRule};
 use purple_common::values::{ByteSize, CpuQuota, Timeout};
 use serde::Deserialize;
 
@@ -48,6 +49,49 @@ pub struct AdminConfig {
     pub maxima: LimitMaxima,
     pub cgroup: CgroupConfig,
     pub audit: AuditConfig,
+    pub network: NetworkConfig,
+}
+
+/// The filtered network (`network.mode = "filtered"`): where purple-netd
+/// listens, which addresses sandboxes get, and what unprivileged callers
+/// may open.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Whether unprivileged callers may ask for a filtered network at all.
+    pub filtered: bool,
+    /// purple-netd's socket (a root caller may override it with
+    /// `PURPLE_NETD_SOCKET`).
+    pub netd_socket: PathBuf,
+    /// IPv4 addresses for sandboxes; each gets a /30 of it.
+    pub pool: Cidr,
+    /// Outbound traffic unprivileged callers may allow: each of their
+    /// `allow_out` rules must lie within one of these (protocol, ports and,
+    /// when given here, destination).
+    pub allow_out: Vec<PortRule>,
+    /// Whether unprivileged callers may let traffic in (`allow_in`) at all.
+    pub inbound: bool,
+    /// Lowest host port an unprivileged caller may publish a sandbox port on.
+    pub min_host_port: u16,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            filtered: true,
+            netd_socket: PathBuf::from(purple_common::netd::DEFAULT_NETD_SOCKET),
+            pool: Cidr {
+                address: std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 200, 0, 0)),
+                prefix: 16,
+            },
+            allow_out: ["tcp:1-65535", "udp:1-65535"]
+                .iter()
+                .filter_map(|r| r.parse().ok())
+                .collect(),
+            inbound: true,
+            min_host_port: 1024,
+        }
+    }
 }
 
 /// Where purple-init's audit events go. Only this file decides: neither the
@@ -347,6 +391,7 @@ pub fn parse(text: &str) -> Result<AdminConfig, String> {
             }
         }
     }
+    check_network(&config.network)?;
     if config.audit.required && !config.audit.syslog && config.audit.json_path.is_none() {
         return Err(
             "audit.required is set but no sink is configured (audit.syslog or audit.json_path)"
@@ -354,6 +399,26 @@ pub fn parse(text: &str) -> Result<AdminConfig, String> {
         );
     }
     Ok(config)
+}
+
+fn check_network(network: &NetworkConfig) -> Result<(), String> {
+    if !network.netd_socket.is_absolute() {
+        return Err("network.netd_socket must be an absolute path".into());
+    }
+    // A /30 per sandbox: the pool must hold at least one, and be IPv4.
+    match network.pool.address {
+        std::net::IpAddr::V4(_) if network.pool.prefix <= 30 => {}
+        _ => {
+            return Err(format!(
+                "network.pool {} must be an IPv4 network of prefix /30 or shorter",
+                network.pool
+            ))
+        }
+    }
+    if network.min_host_port == 0 {
+        return Err("network.min_host_port must be 1 or more".into());
+    }
+    Ok(())
 }
 
 /// A built-in default above a maximum the admin lowered comes down to it

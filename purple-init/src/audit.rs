@@ -206,6 +206,44 @@ impl Audit {
         self.emit(event);
     }
 
+    /// purple-netd attached the filtered network: where, and its rules.
+    pub fn net_attached(&mut self, record: &purple_common::report::NetworkRecord) {
+        let event = self
+            .event(EventKind::NetAttached)
+            .with("address", record.address.as_str())
+            .with("host_interface", record.host_interface.as_str())
+            .with("allow_out", record.allow_out.clone())
+            .with("allow_in", record.allow_in.clone())
+            .with("landlock_tcp", record.landlock_tcp);
+        self.emit(event);
+    }
+
+    /// purple-netd removed it: what its rules counted.
+    pub fn net_detached(&mut self, record: &purple_common::report::NetworkRecord) {
+        let mut event = self
+            .event(EventKind::NetDetached)
+            .with("host_interface", record.host_interface.as_str());
+        if let Some(c) = &record.counters {
+            event = event
+                .with(
+                    "dropped_packets",
+                    c.out_dropped_packets + c.in_dropped_packets,
+                )
+                .with("out_allowed_packets", c.out_allowed_packets)
+                .with("out_allowed_bytes", c.out_allowed_bytes)
+                .with("out_dropped_packets", c.out_dropped_packets)
+                .with("out_dropped_bytes", c.out_dropped_bytes)
+                .with("in_allowed_packets", c.in_allowed_packets)
+                .with("in_allowed_bytes", c.in_allowed_bytes)
+                .with("in_dropped_packets", c.in_dropped_packets)
+                .with("in_dropped_bytes", c.in_dropped_bytes);
+        }
+        if let Some(e) = &record.detach_error {
+            event = event.with("error", e.as_str());
+        }
+        self.emit(event);
+    }
+
     /// The events of the ending: `seccomp.violation` and `limit.hit` when
     /// they apply, then exactly one terminal event.
     pub fn ended(&mut self, report: &ExitReport) {

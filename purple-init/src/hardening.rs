@@ -40,7 +40,8 @@ fn sys_err(step: &'static str) -> impl FnOnce(Errno) -> HardeningError {
 }
 
 /// What survives sanitizing: the request socket, the caller's real ids, and
-/// `PURPLE_CONFIG` as it was (honoured later only for a root caller).
+/// `PURPLE_CONFIG` and `PURPLE_NETD_SOCKET` as they were (honoured later
+/// only for a root caller).
 #[derive(Debug)]
 pub struct StartState {
     pub socket: OwnedFd,
@@ -49,6 +50,8 @@ pub struct StartState {
     pub real_uid: u32,
     pub real_gid: u32,
     pub purple_config: Option<OsString>,
+    /// `PURPLE_NETD_SOCKET` as it was (honoured only for a root caller).
+    pub netd_socket: Option<OsString>,
     /// The caller's limits purple-init lifted for itself; the workload
     /// gets them back.
     pub caller_rlimits: CallerRlimits,
@@ -100,6 +103,7 @@ pub fn sanitize_process() -> Result<StartState, HardeningError> {
     }
 
     let purple_config = std::env::var_os("PURPLE_CONFIG");
+    let netd_socket = std::env::var_os("PURPLE_NETD_SOCKET").filter(|s| !s.is_empty());
     clear_environment();
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     nix::unistd::chdir("/").map_err(sys_err("chdir /"))?;
@@ -125,6 +129,7 @@ pub fn sanitize_process() -> Result<StartState, HardeningError> {
         real_uid: ids.real.as_raw(),
         real_gid: gids.real.as_raw(),
         purple_config,
+        netd_socket,
         caller_rlimits,
     })
 }

@@ -10,6 +10,7 @@ mod audit;
 mod cgroup;
 mod hardening;
 mod limits;
+mod network;
 mod plan;
 mod report;
 mod request;
@@ -196,6 +197,23 @@ fn run(
         Ok(l) => l,
         Err(e) => return ctx.refused(e.to_string()),
     };
+    // Step 5b: the filtered network, within the admin's bounds (purple-netd
+    // is asked only once the sandbox's network namespace exists).
+    let network = match network::resolve(
+        &request.policy,
+        &admin.network,
+        caller,
+        state.netd_socket.as_deref().map(std::path::Path::new),
+        &config_path.to_string_lossy(),
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            if !e.is_admin_limit() {
+                audit.stage = audit::Stage::BadRequest;
+            }
+            return ctx.refused(e.to_string());
+        }
+    };
     // Step 6: the plan, as data. Nothing has been created yet.
     let identity = sandbox_identity(state, &admin);
     // A root caller runs as the admin's unprivileged id: name it after that
@@ -217,6 +235,7 @@ fn run(
         identity,
         &user_name,
         &limits,
+        network,
     ) {
         Ok(p) => p,
         Err(e) => return ctx.refused(e.to_string()),
@@ -273,11 +292,19 @@ fn run(
     };
     // Step 11: clone into the new namespaces, place the child in the
     // cgroup, map ids; the child builds the root and starts the workload.
-    let running = match sandbox::launch(&plan, trees, &filters, cgroup.as_ref()) {
+    let mut running = match sandbox::launch(&plan, sandbox_id, trees, &filters, cgroup.as_ref()) {
         Ok(r) => r,
         Err(e) => return ctx.setup_failed(e.to_string()),
     };
     audit.started(running.pid, &cgroup_line);
+    let mut attached = running.network.take();
+    let mut network_record = attached
+        .as_ref()
+        .zip(plan.network.as_ref())
+        .map(|(a, n)| network::record(a, n));
+    if let Some(record) = &network_record {
+        audit.net_attached(record);
+    }
     // Step 12: init needs no capability from here on (removing the cgroup
     // needs none: root owns it).
     if let Err(e) = hardening::drop_all_capabilities() {
@@ -294,7 +321,7 @@ fn run(
         state.socket.as_fd(),
         state.supervisor.as_fd(),
     );
-    let resources = report::ResourceOutcome {
+    let mut resources = report::ResourceOutcome {
         cgroup_line,
         cgroup_path: cgroup.as_ref().map(cgroup::SandboxCgroup::path),
         swap: cgroup.as_ref().map(|c| c.swap().clone()),
@@ -303,7 +330,26 @@ fn run(
             .as_mut()
             .and_then(|c| c.remove().err())
             .map(|e| e.to_string()),
+        // The veth is gone with the namespace; the rules and their counters
+        // go now.
+        network: match (attached.as_mut(), network_record.as_mut()) {
+            (Some(a), Some(record)) => {
+                match a.detach() {
+                    Ok(counters) => record.counters = counters,
+                    Err(e) => record.detach_error = Some(e.to_string()),
+                }
+                audit.net_detached(record);
+                Some(record.clone())
+            }
+            _ => None,
+        },
     };
+    if let (Some(record), Ok((_, landlock))) = (resources.network.as_mut(), &waited) {
+        // What Landlock really did, not what the plan asked of it.
+        record.landlock_tcp &= landlock
+            .as_deref()
+            .is_some_and(sandbox::landlock::summary_enforces_tcp);
+    }
     match waited {
         Ok((ending, landlock)) => ctx.ended(ending, &plan, &request.policy, landlock, &resources),
         Err(e) => ctx.setup_failed(e.to_string()),

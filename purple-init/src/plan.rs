@@ -82,6 +82,8 @@ pub struct Plan {
     pub landlock: LandlockMode,
     /// `[syscalls]`, compiled into the workload's seccomp filter.
     pub syscalls: purple_common::policy::SyscallPolicy,
+    /// The filtered network, or `None`: loopback only.
+    pub network: Option<crate::network::NetworkPlan>,
 }
 
 /// A bind the request asked for, after purple-init inspected its fd.
@@ -119,6 +121,7 @@ pub fn build(
     identity: Identity,
     user_name: &str,
     limits: &ResolvedLimits,
+    network: Option<crate::network::NetworkPlan>,
 ) -> Result<Plan, PlanError> {
     let mut mounts = Vec::with_capacity(binds.len() + policy.filesystem.tmpfs.len());
     for bind in binds {
@@ -219,6 +222,7 @@ pub fn build(
         dev_shm_bytes: DEV_SHM_BYTES.min(limits.cgroup.memory_max),
         landlock: policy.landlock.mode,
         syscalls: policy.syscalls.clone(),
+        network,
     })
 }
 
@@ -334,6 +338,7 @@ mod tests {
             ID,
             "alice",
             &crate::limits::defaults_for_tests(),
+            None,
         )
     }
 
@@ -409,6 +414,7 @@ mod tests {
             ID,
             "alice",
             &crate::limits::defaults_for_tests(),
+            None,
         )
         .unwrap_or_else(|e| unreachable!("{e}"));
         assert!(plan.env.contains(&"PATH=/opt/bin".to_owned()));

@@ -175,6 +175,8 @@ pub struct ResourceOutcome {
     pub counters: Option<Counters>,
     /// Set when the cgroup could not be removed (the next run will).
     pub cleanup_error: Option<String>,
+    /// The filtered network, after purple-netd detached it.
+    pub network: Option<purple_common::report::NetworkRecord>,
 }
 
 /// Usage, limit events, and which limit ended the run. OOM wins over the
@@ -356,7 +358,11 @@ fn isolation(
             outside: plan.identity.gid,
         },
         hostname: plan.hostname.clone(),
-        network: "loopback-only".into(),
+        network: match resources.network {
+            Some(_) => "filtered".into(),
+            None => "loopback-only".into(),
+        },
+        network_filtered: resources.network.clone(),
         root_read_only: true,
         mounts,
         masked_paths,

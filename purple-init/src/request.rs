@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::sys::stat::{fstat, SFlag};
 use purple_common::capability::Capability;
-use purple_common::policy::{NetworkMode, Policy, WORKSPACE_PATH};
+use purple_common::policy::{Policy, WORKSPACE_PATH};
 use purple_common::protocol::{self, SandboxRequest, TransportError, MAX_ARGS, MAX_REQUEST_BYTES};
 use purple_common::values::AbsPath;
 
@@ -60,8 +60,6 @@ pub enum RequestError {
     },
     #[error("capability {cap} can never be kept, whatever the admin config says: it would let the command remount its read-only binds and uncover the masked parts of /proc")]
     CapabilityNeverAllowed { cap: Capability },
-    #[error("{what} is not enforced by this version of Purple yet; refusing rather than running without it")]
-    NotEnforced { what: String },
 }
 
 /// How long purple-init waits for the whole request. The supervisor sends
@@ -97,14 +95,6 @@ pub fn receive(socket: &OwnedFd) -> Result<(SandboxRequest, Vec<OwnedFd>), Reque
 /// Everything the request asks for that this build cannot enforce is refused
 /// here, before any side effect (fail closed).
 pub fn check_enforceable(policy: &Policy) -> Result<(), RequestError> {
-    let refuse = |what: &str| {
-        Err(RequestError::NotEnforced {
-            what: what.to_owned(),
-        })
-    };
-    if policy.network.mode != NetworkMode::None {
-        return refuse("network.mode = \"filtered\" (purple-netd)");
-    }
     crate::sandbox::syscall_filter::validate(&policy.syscalls)
         .map_err(|e| RequestError::InvalidPolicy(e.to_string()))?;
     Ok(())
@@ -440,6 +430,7 @@ fn unescape_mountinfo(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use purple_common::policy::NetworkMode;
     use purple_common::protocol::MountRequest;
 
     fn request(argv: &[&str]) -> SandboxRequest {
@@ -542,7 +533,7 @@ mod tests {
         assert!(check(&req).is_ok(), "memory limits are enforced now");
         let mut req = request(&["true"]);
         req.policy.network.mode = NetworkMode::Filtered;
-        assert!(matches!(check(&req), Err(RequestError::NotEnforced { .. })));
+        assert!(check(&req).is_ok(), "purple-netd enforces it");
         let mut req = request(&["true"]);
         req.policy
             .syscalls

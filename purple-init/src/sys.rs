@@ -328,23 +328,81 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> Result<(
 
 /// Brings the loopback interface of the current network namespace up.
 pub fn loopback_up() -> Result<(), Errno> {
-    #[repr(C)]
-    struct IfReqFlags {
-        name: [u8; libc::IFNAMSIZ],
-        flags: libc::c_short,
-        _pad: [u8; 22],
+    interface_up("lo")
+}
+
+/// `struct ifreq` with the flags member of its union (40 bytes).
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// `struct ifreq` with an address in its union (40 bytes).
+#[repr(C)]
+struct IfReqAddr {
+    name: [u8; libc::IFNAMSIZ],
+    addr: libc::sockaddr_in,
+    _pad: [u8; 8],
+}
+
+/// The kernel's `struct rtentry` (include/uapi/linux/route.h), for
+/// SIOCADDRT.
+#[repr(C)]
+struct RtEntry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr_in,
+    rt_gateway: libc::sockaddr_in,
+    rt_genmask: libc::sockaddr_in,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_pad4: *mut libc::c_void,
+    rt_metric: libc::c_short,
+    rt_dev: *mut libc::c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+fn inet_socket() -> Result<OwnedFd, Errno> {
+    // SAFETY: plain socket(2) call; the result is checked by to_fd.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    to_fd(libc::c_long::from(sock))
+}
+
+fn interface_name(name: &str) -> Result<[u8; libc::IFNAMSIZ], Errno> {
+    let mut out = [0u8; libc::IFNAMSIZ];
+    let bytes = name.as_bytes();
+    if bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(Errno::EINVAL);
     }
+    out[..bytes.len()].copy_from_slice(bytes);
+    Ok(out)
+}
+
+fn sockaddr_in(address: std::net::Ipv4Addr) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(address).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// Brings an interface of this network namespace up.
+pub fn interface_up(name: &str) -> Result<(), Errno> {
     const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
     const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
-    // SAFETY: plain socket(2) call; the result is checked below.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    let sock = to_fd(libc::c_long::from(sock))?;
+    let sock = inet_socket()?;
     let mut req = IfReqFlags {
-        name: [0; libc::IFNAMSIZ],
+        name: interface_name(name)?,
         flags: 0,
         _pad: [0; 22],
     };
-    req.name[..2].copy_from_slice(b"lo");
     // SAFETY: req is a valid ifreq-shaped buffer of the size the kernel expects.
     if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGIFFLAGS, &mut req as *mut IfReqFlags) } < 0 {
         return Err(Errno::last());
@@ -352,6 +410,67 @@ pub fn loopback_up() -> Result<(), Errno> {
     req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     // SAFETY: as above, now setting the flags we read plus UP.
     if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCSIFFLAGS, &mut req as *mut IfReqFlags) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Gives an interface its IPv4 address and netmask.
+pub fn set_ipv4_address(
+    name: &str,
+    address: std::net::Ipv4Addr,
+    prefix_len: u8,
+) -> Result<(), Errno> {
+    const SIOCSIFADDR: libc::c_ulong = 0x8916;
+    const SIOCSIFNETMASK: libc::c_ulong = 0x891c;
+    if prefix_len > 32 {
+        return Err(Errno::EINVAL);
+    }
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix_len))
+        .unwrap_or(0);
+    let sock = inet_socket()?;
+    for (request, value) in [
+        (SIOCSIFADDR, address),
+        (SIOCSIFNETMASK, std::net::Ipv4Addr::from(mask)),
+    ] {
+        let mut req = IfReqAddr {
+            name: interface_name(name)?,
+            addr: sockaddr_in(value),
+            _pad: [0; 8],
+        };
+        // SAFETY: req is a valid ifreq-shaped buffer of the size the kernel
+        // expects, with a sockaddr_in in its union.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), request, &mut req as *mut IfReqAddr) } < 0 {
+            return Err(Errno::last());
+        }
+    }
+    Ok(())
+}
+
+/// Adds the default IPv4 route via `gateway`.
+pub fn add_default_route(gateway: std::net::Ipv4Addr) -> Result<(), Errno> {
+    const SIOCADDRT: libc::c_ulong = 0x890B;
+    let sock = inet_socket()?;
+    let any = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
+    let mut route = RtEntry {
+        rt_pad1: 0,
+        rt_dst: any,
+        rt_gateway: sockaddr_in(gateway),
+        rt_genmask: any,
+        rt_flags: (libc::RTF_UP | libc::RTF_GATEWAY) as libc::c_ushort,
+        rt_pad2: 0,
+        rt_pad3: 0,
+        rt_pad4: std::ptr::null_mut(),
+        rt_metric: 0,
+        rt_dev: std::ptr::null_mut(),
+        rt_mtu: 0,
+        rt_window: 0,
+        rt_irtt: 0,
+    };
+    // SAFETY: route is a valid struct rtentry with null pointers where the
+    // kernel accepts them (no device, no padding pointer).
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCADDRT, &mut route as *mut RtEntry) } < 0 {
         return Err(Errno::last());
     }
     Ok(())

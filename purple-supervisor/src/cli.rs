@@ -80,9 +80,18 @@ pub struct RunArgs {
     /// Largest file a process may write, e.g. 1G (RLIMIT_FSIZE, default 8G).
     #[arg(long, value_name = "SIZE")]
     pub file_size: Option<ByteSize>,
-    /// Network mode: none (loopback only, the default).
+    /// Network mode: none (loopback only, the default) or filtered (a veth
+    /// whose traffic purple-netd allows port by port; see --allow-out).
     #[arg(long, value_name = "MODE")]
     pub net: Option<NetworkMode>,
+    /// Allow outbound traffic, e.g. tcp:443, udp:53, tcp:8000-8100,
+    /// tcp:443@192.0.2.0/24 (repeatable; implies --net filtered).
+    #[arg(long, value_name = "RULE")]
+    pub allow_out: Vec<purple_common::policy::PortRule>,
+    /// Allow inbound traffic to a port, e.g. tcp:8080, or publish it on a
+    /// host port: tcp:8080->18080 (repeatable; implies --net filtered).
+    #[arg(long, value_name = "RULE")]
+    pub allow_in: Vec<purple_common::policy::InboundRule>,
     /// Write the exit report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,

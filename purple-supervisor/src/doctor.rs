@@ -234,8 +234,8 @@ const GUARANTEES: &[(&str, bool)] = &[
     ),
     ("Landlock filesystem rules from the mount plan, abstract-socket and signal scoping (best-effort by default)", true),
     (
-        "filtered network through purple-netd (refused until available)",
-        false,
+        "filtered network through purple-netd (needs purple-netd running; see docs/network.md)",
+        true,
     ),
 ];
 

@@ -10,7 +10,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, Mode, SFlag};
-use purple_common::policy::system::{SYSTEM_ETC_PREFIXES, SYSTEM_READ_ONLY};
+use purple_common::policy::system::{
+    SYSTEM_ETC_PREFIXES, SYSTEM_NETWORK_READ_ONLY, SYSTEM_READ_ONLY,
+};
 use purple_common::policy::{Policy, WORKSPACE_PATH};
 use purple_common::protocol::{MountRequest, MAX_REQUEST_FDS};
 use purple_common::values::AbsPath;
@@ -147,7 +149,13 @@ pub fn open_all(policy: &Policy) -> Result<OpenedMounts, HostPathError> {
         .collect();
 
     if fs.system {
-        for path in system_paths() {
+        let networked = policy.network.mode == purple_common::policy::NetworkMode::Filtered;
+        let network_paths = SYSTEM_NETWORK_READ_ONLY
+            .iter()
+            .filter(|_| networked)
+            .map(|p| (resolver_source(p), (*p).to_owned()));
+        let system = system_paths().into_iter().map(|p| (p.clone(), p));
+        for (source, path) in system.chain(network_paths) {
             let Ok(destination) = path.parse::<AbsPath>() else {
                 continue;
             };
@@ -155,8 +163,8 @@ pub fn open_all(policy: &Policy) -> Result<OpenedMounts, HostPathError> {
             if user_destinations.contains(&&destination) {
                 continue;
             }
-            if let Ok((fd, _)) = open_checked("system path", &path, false) {
-                opened.push(fd, destination, false, &path)?;
+            if let Ok((fd, _)) = open_checked("system path", &source, false) {
+                opened.push(fd, destination, false, &source)?;
             }
         }
     }
@@ -186,6 +194,37 @@ pub fn open_all(policy: &Policy) -> Result<OpenedMounts, HostPathError> {
     Ok(opened)
 }
 
+/// systemd-resolved's full list of upstream servers.
+const RESOLVED_UPSTREAM: &str = "/run/systemd/resolve/resolv.conf";
+
+/// Where the sandbox's `path` comes from: the host's own file, except that
+/// a resolv.conf naming only loopback servers (systemd-resolved's stub
+/// 127.0.0.53, a local dnsmasq) is useless in a sandbox, which cannot reach
+/// the host's loopback: systemd-resolved's upstream list stands in when
+/// there is one.
+fn resolver_source(path: &str) -> String {
+    if path != "/etc/resolv.conf" {
+        return path.to_owned();
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    if only_loopback_servers(&text) && std::path::Path::new(RESOLVED_UPSTREAM).is_file() {
+        RESOLVED_UPSTREAM.to_owned()
+    } else {
+        path.to_owned()
+    }
+}
+
+/// True when every `nameserver` line names a loopback address (and there
+/// is at least one).
+fn only_loopback_servers(resolv_conf: &str) -> bool {
+    let servers: Vec<std::net::IpAddr> = resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    !servers.is_empty() && servers.iter().all(std::net::IpAddr::is_loopback)
+}
+
 /// The fixed system list plus /etc directories matching the language
 /// runtime prefixes (e.g. /etc/python3.11).
 fn system_paths() -> Vec<String> {
@@ -201,4 +240,24 @@ fn system_paths() -> Vec<String> {
         paths.extend(extra);
     }
     paths
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loopback_only_resolver_is_replaced() {
+        assert!(only_loopback_servers(
+            "# stub\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n"
+        ));
+        assert!(only_loopback_servers("nameserver ::1\n"));
+        assert!(!only_loopback_servers(
+            "nameserver 127.0.0.53\nnameserver 10.0.0.1\n"
+        ));
+        assert!(!only_loopback_servers("nameserver 10.255.255.53\n"));
+        assert!(!only_loopback_servers("# nothing\n"));
+        assert_eq!(resolver_source("/etc/hosts"), "/etc/hosts");
+    }
 }

@@ -157,8 +157,10 @@ fn spawn_init(init: &Path, socket: &OwnedFd) -> Result<Child, LaunchError> {
     let mut command = Command::new(init);
     command.env_clear();
     // Honoured by purple-init only when the real caller is root (tests).
-    if let Some(config) = std::env::var_os("PURPLE_CONFIG") {
-        command.env("PURPLE_CONFIG", config);
+    for name in ["PURPLE_CONFIG", "PURPLE_NETD_SOCKET"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
     }
     // SAFETY: the closure runs between fork and exec and only calls dup2
     // and fcntl, which are async-signal-safe.

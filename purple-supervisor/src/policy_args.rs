@@ -87,6 +87,21 @@ pub fn effective_policy(args: &RunArgs) -> Result<Policy, PolicyArgsError> {
             policy.network.allow_out.clear();
         }
     }
+    // A rule on the command line asks for the filtered network; with an
+    // explicit `--net none` it is a contradiction that validation reports.
+    if !args.allow_out.is_empty() || !args.allow_in.is_empty() {
+        if args.net.is_none() {
+            policy.network.mode = NetworkMode::Filtered;
+        }
+        policy
+            .network
+            .allow_out
+            .extend(args.allow_out.iter().cloned());
+        policy
+            .network
+            .allow_in
+            .extend(args.allow_in.iter().cloned());
+    }
     policy.validate().map_err(|problems| {
         PolicyArgsError::InvalidWithFlags(
             problems

@@ -7,6 +7,8 @@
 //! run, so `require_root` fails the test instead of skipping it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod net;
+
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::fs::{chown, PermissionsExt};

@@ -39,6 +39,12 @@ pub const SYSTEM_READ_ONLY: &[&str] = &[
     "/etc/timezone",
 ];
 
+/// Bound read-only too when the sandbox has a filtered network: the host's
+/// resolver configuration (a loopback resolver such as systemd-resolved's
+/// 127.0.0.53 is not reachable from a sandbox; bind another file over it
+/// with `--ro-bind FILE:/etc/resolv.conf`).
+pub const SYSTEM_NETWORK_READ_ONLY: &[&str] = &["/etc/resolv.conf"];
+
 /// Directory prefixes under /etc bound when present, matched by name
 /// (`/etc/python3.11`, `/etc/perl`): language runtimes read their site
 /// configuration from there.

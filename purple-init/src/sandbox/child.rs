@@ -54,8 +54,9 @@ pub fn run(
     membership: &[Membership],
     sync: OwnedFd,
     status: OwnedFd,
+    net: Option<OwnedFd>,
 ) -> ! {
-    if let Err(e) = set_up(plan, &trees, membership, &sync, &status) {
+    if let Err(e) = set_up(plan, &trees, membership, &sync, &status, net.as_ref()) {
         ChildMessage::SetupFailed {
             step: e.step.to_owned(),
             detail: e.detail,
@@ -65,6 +66,7 @@ pub fn run(
     }
     drop(trees);
     drop(sync);
+    drop(net);
     pid1::run(plan, filters, status)
 }
 
@@ -96,10 +98,17 @@ fn set_up(
     membership: &[Membership],
     sync: &OwnedFd,
     status: &OwnedFd,
+    net: Option<&OwnedFd>,
 ) -> Result<(), StepError> {
     // Die with purple-init: set before the sync read, so that a parent that
     // dies at any moment from here on either signals us or leaves EOF.
     set_parent_death_signal()?;
+    // First, so that purple-netd works while this process builds its root:
+    // the network namespace for the filtered network's veth.
+    if let Some(channel) = net {
+        super::net_channel::send_netns(channel)
+            .map_err(step_err("send the network namespace to purple-init"))?;
+    }
     // The id maps exist only once init has written them.
     wait_for(sync, super::RELEASED, "wait for id maps")?;
     // Switch to the mapped ids now, keeping this namespace's capabilities,
@@ -110,6 +119,14 @@ fn set_up(
     set_parent_death_signal()?;
     if super::init_is_gone(status) {
         exit_child(1);
+    }
+    // The filtered network's interface comes later (purple-netd makes it
+    // while the root is built): IPv6 off for every interface this network
+    // namespace will have, while the host's /proc (whose net sysctls are
+    // this namespace's) is still here. purple-netd drops IPv6 on the host
+    // end anyway; this keeps the sandbox from even trying.
+    if net.is_some() {
+        disable_ipv6()?;
     }
     // Keyrings are not namespaced: without this the command could read and
     // plant keys in the caller's session keyring (tokens, Kerberos tickets).
@@ -140,8 +157,40 @@ fn set_up(
     // built); check that from /proc, then make that cgroup the root of a new
     // cgroup namespace.
     wait_for(sync, super::PLACED, "wait for the cgroup")?;
+    // The filtered network's end in here: address, up, default route. The
+    // workload will hold no capability in this namespace to change it.
+    if let Some(channel) = net {
+        configure_interface(channel)?;
+    }
     enter_cgroup_namespace(membership)?;
     Ok(())
+}
+
+fn disable_ipv6() -> Result<(), StepError> {
+    for scope in ["all", "default"] {
+        let path = format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6");
+        match std::fs::write(&path, "1") {
+            Ok(()) => {}
+            // A kernel without IPv6 (ipv6.disable=1) has nothing to disable.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(StepError {
+                    step: "disable IPv6 in the sandbox's network namespace",
+                    detail: format!("{path}: {e}"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+fn configure_interface(channel: &OwnedFd) -> Result<(), StepError> {
+    let config = super::net_channel::receive_config(channel)
+        .map_err(step_err("receive the network address from purple-init"))?;
+    sys::set_ipv4_address(&config.interface, config.address, config.prefix_len)
+        .map_err(step_err("set the sandbox interface's address"))?;
+    sys::interface_up(&config.interface).map_err(step_err("bring the sandbox interface up"))?;
+    sys::add_default_route(config.gateway).map_err(step_err("add the default route"))
 }
 
 /// Checks /proc/self/cgroup against the sandbox cgroup (every controller

@@ -166,10 +166,17 @@ impl LandlockPlan {
         paths.push(rule(AbsPath::from_static("/dev/shm"), Grant::Full));
         // The sandbox's own /proc: read, and write for /proc/self/...
         paths.push(rule(AbsPath::from_static("/proc"), Grant::Proc));
+        // A filtered network's TCP ports again, as a second layer under
+        // purple-netd's rules (mode "none" leaves TCP to the namespace).
+        let tcp = plan
+            .network
+            .as_ref()
+            .and_then(|n| n.landlock_tcp())
+            .map(|(bind, connect)| TcpRules { bind, connect });
         LandlockPlan {
             paths,
             standard_streams: true,
-            tcp: None,
+            tcp,
             scope_abstract_unix_sockets: true,
             scope_signals: true,
         }
@@ -894,6 +901,17 @@ pub fn describe(outcome: &LandlockOutcome) -> String {
     line
 }
 
+/// Whether a [`describe`] line says Landlock enforced TCP port rules (some
+/// applied, and the kernel lacked no network right): what the report may
+/// claim of the filtered network's second layer.
+pub fn summary_enforces_tcp(summary: &str) -> bool {
+    let (enforced, lacking) = summary
+        .split_once("; not enforced, the kernel lacks: ")
+        .unwrap_or((summary, ""));
+    let applied = enforced.starts_with("enforced") || enforced.starts_with("partially enforced");
+    applied && enforced.contains(", TCP rules for ") && !lacking.contains("net.")
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::ErrorKind;
@@ -931,6 +949,7 @@ mod tests {
             identity,
             "alice",
             &crate::limits::defaults_for_tests(),
+            None,
         )
         .unwrap_or_else(|e| unreachable!("{e}"));
         LandlockPlan::from_plan(&plan)
@@ -1569,5 +1588,28 @@ mod tests {
         assert_eq!(checks, [Ok(()), Err(Denied), Err(Denied)]);
         assert_eq!(outcome.port_rules, 1);
         assert!(describe(&outcome).contains("TCP rules for 1 port,"));
+    }
+
+    #[test]
+    fn the_summary_tells_whether_tcp_was_enforced() {
+        let mut outcome = LandlockOutcome {
+            enforcement: Enforcement::Full,
+            path_rules: 3,
+            port_rules: 2,
+            ..LandlockOutcome::off()
+        };
+        assert!(summary_enforces_tcp(&describe(&outcome)));
+        outcome.missing = vec!["net.connect_tcp".into(), "net.bind_tcp".into()];
+        outcome.enforcement = Enforcement::Partial;
+        assert!(!summary_enforces_tcp(&describe(&outcome)));
+        outcome.missing.clear();
+        outcome.port_rules = 0;
+        assert!(!summary_enforces_tcp(&describe(&outcome)));
+        outcome.port_rules = 2;
+        outcome.enforcement = Enforcement::Off;
+        assert!(!summary_enforces_tcp(&describe(&outcome)));
+        assert!(!summary_enforces_tcp(
+            "unknown: the command did not get as far as Landlock"
+        ));
     }
 }

@@ -8,6 +8,7 @@
 pub mod child;
 pub mod landlock;
 mod mounts;
+mod net_channel;
 mod pid1;
 pub mod syscall_filter;
 mod workload;
@@ -162,6 +163,10 @@ pub enum LaunchError {
     Release { errno: Errno },
     #[error("placing the sandbox in its cgroup: {0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    #[error("the sandbox's network: {0}")]
+    Network(#[from] crate::network::NetworkError),
+    #[error("{step}: {errno}")]
+    NetChannel { step: &'static str, errno: Errno },
 }
 
 /// A started sandbox, from purple-init's side.
@@ -171,6 +176,9 @@ pub struct Running {
     pub pidfd: OwnedFd,
     /// Read end of the status pipe (ChildMessage frames).
     pub status: OwnedFd,
+    /// purple-netd's attachment of a filtered network (detached when the
+    /// sandbox ended, or when this is dropped).
+    pub network: Option<crate::network::Attached>,
 }
 
 /// Clones the sandbox's first process into new namespaces, maps its ids,
@@ -199,6 +207,7 @@ impl Filters {
 /// membership before going on. Nothing of the command runs unlimited.
 pub fn launch(
     plan: &Plan,
+    sandbox_id: &str,
     trees: Vec<OwnedFd>,
     filters: &Filters,
     cgroup: Option<&SandboxCgroup>,
@@ -213,6 +222,15 @@ pub fn launch(
             what: "status",
             errno,
         })?;
+    // A filtered network: the child hands over its network namespace and
+    // gets its address back on this channel.
+    let net_channel = match plan.network {
+        Some(_) => Some(net_channel::pair().map_err(|errno| LaunchError::Pipe {
+            what: "network",
+            errno,
+        })?),
+        None => None,
+    };
     // The cgroup namespace is not cloned: the child unshares it once it
     // sits in its own cgroup, so that cgroup becomes the namespace's root
     // (cloned here, the root would be purple-init's cgroup, and the host's
@@ -231,21 +249,41 @@ pub fn launch(
         Cloned::Child => {
             drop(sync_write);
             drop(status_read);
-            child::run(plan, trees, filters, &membership, sync_read, status_write)
+            let net = net_channel.map(|(_, child_end)| child_end);
+            child::run(
+                plan,
+                trees,
+                filters,
+                &membership,
+                sync_read,
+                status_write,
+                net,
+            )
         }
         Cloned::Parent { pid, pidfd } => {
             drop(sync_read);
             drop(status_write);
             drop(trees);
-            let running = Running {
+            let net = net_channel.map(|(init_end, _)| init_end);
+            let mut running = Running {
                 pid,
                 pidfd,
                 status: status_read,
+                network: None,
             };
             // If anything below fails, dropping `sync_write` unreleased makes
             // the child see EOF and exit; killing it makes that immediate.
+            let pidfd = running.pidfd.try_clone().map_err(|e| LaunchError::Clone {
+                errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+            // Killed and reaped: a child left unreaped would outlive
+            // purple-init as a zombie of whoever inherits it.
             let kill = |e: LaunchError| {
-                let _ = sys::pidfd_send_signal(running.pidfd.as_fd(), libc::SIGKILL);
+                let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+                let _ = nix::sys::wait::waitid(
+                    nix::sys::wait::Id::PIDFd(pidfd.as_fd()),
+                    nix::sys::wait::WaitPidFlag::WEXITED,
+                );
                 e
             };
             write_id_maps(pid, plan).map_err(kill)?;
@@ -262,6 +300,27 @@ pub fn launch(
                     })
                     .and_then(|pid| cgroup.attach(pid).map_err(LaunchError::from))
                     .map_err(kill)?;
+            }
+            // The filtered network, while the child builds its root: the
+            // child's network namespace goes to purple-netd, which makes the
+            // veth and the rules; the address goes back to the child, which
+            // configures its end after PLACED.
+            if let (Some(channel), Some(network)) = (net.as_ref(), plan.network.as_ref()) {
+                let netns = net_channel::receive_netns(channel).map_err(|errno| {
+                    kill(LaunchError::NetChannel {
+                        step: "receiving the sandbox's network namespace",
+                        errno,
+                    })
+                })?;
+                let attached = crate::network::attach(network, sandbox_id, netns.as_fd())
+                    .map_err(|e| kill(LaunchError::from(e)))?;
+                net_channel::send_attachment(channel, &attached.attachment).map_err(|errno| {
+                    kill(LaunchError::NetChannel {
+                        step: "sending the sandbox its address",
+                        errno,
+                    })
+                })?;
+                running.network = Some(attached);
             }
             nix::unistd::write(&sync_write, &[PLACED])
                 .map_err(|errno| kill(LaunchError::Release { errno }))?;
