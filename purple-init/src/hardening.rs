@@ -157,10 +157,10 @@ const CALLER_HARD_FLOORS: [(&str, u64); 4] = [
 /// the workload can be given the caller's values back.
 fn lift_caller_rlimits() -> Result<CallerRlimits, HardeningError> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let lift = |resource: Resource, name: &'static str| {
-        let (soft, hard) = getrlimit(resource).map_err(sys_err("getrlimit"))?;
+    let lift = |resource: Resource, name: &'static str, step: &'static str| {
+        let (soft, hard) = getrlimit(resource).map_err(sys_err(step))?;
         if setrlimit(resource, u64::MAX, u64::MAX).is_err() {
-            setrlimit(resource, hard, hard).map_err(sys_err("setrlimit (soft to hard)"))?;
+            setrlimit(resource, hard, hard).map_err(sys_err(step))?;
             let floor = CALLER_HARD_FLOORS.iter().find(|(n, _)| *n == name);
             if let Some((_, needed)) = floor.filter(|(_, needed)| hard < *needed) {
                 return Err(HardeningError::CallerLimitTooLow {
@@ -173,12 +173,16 @@ fn lift_caller_rlimits() -> Result<CallerRlimits, HardeningError> {
         Ok::<_, HardeningError>(CallerRlimit { soft, hard })
     };
     Ok(CallerRlimits {
-        cpu: lift(Resource::RLIMIT_CPU, "RLIMIT_CPU")?,
-        file_size: lift(Resource::RLIMIT_FSIZE, "RLIMIT_FSIZE")?,
-        address_space: lift(Resource::RLIMIT_AS, "RLIMIT_AS")?,
-        data: lift(Resource::RLIMIT_DATA, "RLIMIT_DATA")?,
-        stack: lift(Resource::RLIMIT_STACK, "RLIMIT_STACK")?,
-        open_files: lift(Resource::RLIMIT_NOFILE, "RLIMIT_NOFILE")?,
+        cpu: lift(Resource::RLIMIT_CPU, "RLIMIT_CPU", "lift RLIMIT_CPU")?,
+        file_size: lift(Resource::RLIMIT_FSIZE, "RLIMIT_FSIZE", "lift RLIMIT_FSIZE")?,
+        address_space: lift(Resource::RLIMIT_AS, "RLIMIT_AS", "lift RLIMIT_AS")?,
+        data: lift(Resource::RLIMIT_DATA, "RLIMIT_DATA", "lift RLIMIT_DATA")?,
+        stack: lift(Resource::RLIMIT_STACK, "RLIMIT_STACK", "lift RLIMIT_STACK")?,
+        open_files: lift(
+            Resource::RLIMIT_NOFILE,
+            "RLIMIT_NOFILE",
+            "lift RLIMIT_NOFILE",
+        )?,
     })
 }
 

@@ -42,7 +42,12 @@ fn own_directory(proc_cgroup: &str, hierarchy: &Hierarchy) -> Option<PathBuf> {
     let below = if root == "/" {
         path
     } else {
-        path.strip_prefix(root.as_str())?
+        // Whole components only: `/user.slice` is not below `/user`.
+        let rest = path.strip_prefix(root.as_str())?;
+        if !rest.is_empty() && !rest.starts_with('/') {
+            return None;
+        }
+        rest
     };
     Some(hierarchy.mount_point.join(below.trim_start_matches('/')))
 }
@@ -87,8 +92,14 @@ pub fn leave_caller_cgroups(caller_uid: u32, parent: &str) -> Result<Vec<PathBuf
     let proc_cgroup = read("/proc/self/cgroup")?;
     let mut left = Vec::new();
     for hierarchy in freezable_hierarchies(&mountinfo) {
+        // Fail closed: a cgroup this mount does not show could still be
+        // the caller's, and nothing here could tell.
         let Some(dir) = own_directory(&proc_cgroup, &hierarchy) else {
-            continue;
+            return Err(CgroupError::Controller {
+                step: "finding purple-init's own cgroup",
+                path: hierarchy.mount_point.clone(),
+                detail: "not visible below this mount's root, so whether the caller can freeze it is unknown".into(),
+            });
         };
         let Some(stoppable) = stoppable_by(&dir, &hierarchy.mount_point, caller_uid) else {
             continue;
@@ -152,6 +163,8 @@ mod tests {
         );
         let other = v2(Path::new("/mnt/cg"), "/system.slice");
         assert_eq!(own_directory(text, &other), None);
+        let prefix_only = v2(Path::new("/mnt/cg"), "/user");
+        assert_eq!(own_directory(text, &prefix_only), None);
     }
 
     /// A fake v2 tree where the caller owns `user@1000.service` and below,

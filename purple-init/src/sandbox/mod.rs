@@ -265,17 +265,6 @@ pub fn launch(
             drop(status_write);
             drop(trees);
             let net = net_channel.map(|(init_end, _)| init_end);
-            let mut running = Running {
-                pid,
-                pidfd,
-                status: status_read,
-                network: None,
-            };
-            // If anything below fails, dropping `sync_write` unreleased makes
-            // the child see EOF and exit; killing it makes that immediate.
-            let pidfd = running.pidfd.try_clone().map_err(|e| LaunchError::Clone {
-                errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            })?;
             // Killed and reaped: a child left unreaped would outlive
             // purple-init as a zombie of whoever inherits it.
             let kill = |e: LaunchError| {
@@ -305,14 +294,15 @@ pub fn launch(
             // child's network namespace goes to purple-netd, which makes the
             // veth and the rules; the address goes back to the child, which
             // configures its end after PLACED.
-            if let (Some(channel), Some(network)) = (net.as_ref(), plan.network.as_ref()) {
+            let mut network = None;
+            if let (Some(channel), Some(wanted)) = (net.as_ref(), plan.network.as_ref()) {
                 let netns = net_channel::receive_netns(channel).map_err(|errno| {
                     kill(LaunchError::NetChannel {
                         step: "receiving the sandbox's network namespace",
                         errno,
                     })
                 })?;
-                let attached = crate::network::attach(network, sandbox_id, netns.as_fd())
+                let attached = crate::network::attach(wanted, sandbox_id, netns.as_fd())
                     .map_err(|e| kill(LaunchError::from(e)))?;
                 net_channel::send_attachment(channel, &attached.attachment).map_err(|errno| {
                     kill(LaunchError::NetChannel {
@@ -320,11 +310,16 @@ pub fn launch(
                         errno,
                     })
                 })?;
-                running.network = Some(attached);
+                network = Some(attached);
             }
             nix::unistd::write(&sync_write, &[PLACED])
                 .map_err(|errno| kill(LaunchError::Release { errno }))?;
-            Ok(running)
+            Ok(Running {
+                pid,
+                pidfd,
+                status: status_read,
+                network,
+            })
         }
     }
 }
