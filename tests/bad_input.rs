@@ -1972,7 +1972,7 @@ impl SetuidInit {
 const MAGIC: &[u8; 4] = b"PRPL";
 /// purple_common::protocol::PROTOCOL_VERSION, which this file checks from
 /// the outside (a frame of any other version must be refused).
-const WIRE_VERSION: u32 = 3;
+const WIRE_VERSION: u32 = 4;
 
 /// Pieces of a request, each sent with its own SCM_RIGHTS fds.
 type Chunks = Vec<(Vec<u8>, Vec<RawFd>)>;
@@ -2076,21 +2076,37 @@ struct Reply {
 
 /// Decodes the start of an ExitReport frame (bincode 2, standard config:
 /// varint integers, zigzag for signed, enum variants as varint indices).
-fn decode_reply(frame: &[u8]) -> Result<Reply, String> {
-    if frame.len() < 12 || &frame[..4] != MAGIC {
-        return Err(format!(
-            "not a PRPL frame: {:?}",
-            &frame[..frame.len().min(16)]
-        ));
+/// The exit report in purple-init's reply frames: an `InitReply` each, at
+/// most one `Started` (variant 0, skipped) and then `Finished` (variant 1).
+fn decode_reply(bytes: &[u8]) -> Result<Reply, String> {
+    let mut rest = bytes;
+    loop {
+        if rest.len() < 12 || &rest[..4] != MAGIC {
+            return Err(format!(
+                "not a PRPL frame: {:?}",
+                &rest[..rest.len().min(16)]
+            ));
+        }
+        let version = u32::from_le_bytes(rest[4..8].try_into().unwrap());
+        let len = u32::from_le_bytes(rest[8..12].try_into().unwrap()) as usize;
+        if version != WIRE_VERSION || len > rest.len() - 12 {
+            return Err(format!(
+                "bad reply header: version {version}, length {len}, {} bytes left",
+                rest.len() - 12
+            ));
+        }
+        let (frame, next) = rest.split_at(12 + len);
+        match frame.get(12) {
+            Some(0) => rest = next,
+            Some(1) if next.is_empty() => return decode_report(&frame[13..]),
+            Some(1) => return Err(format!("{} bytes after the report", next.len())),
+            other => return Err(format!("unknown reply variant {other:?}")),
+        }
     }
-    let version = u32::from_le_bytes(frame[4..8].try_into().unwrap());
-    let len = u32::from_le_bytes(frame[8..12].try_into().unwrap()) as usize;
-    if version != WIRE_VERSION || len != frame.len() - 12 {
-        return Err(format!(
-            "bad reply header: version {version}, length {len}, {} payload bytes",
-            frame.len() - 12
-        ));
-    }
+}
+
+/// An `ExitReport`'s leading fields, decoded from bincode by hand.
+fn decode_report(payload: &[u8]) -> Result<Reply, String> {
     struct R<'a>(&'a [u8], usize);
     impl R<'_> {
         fn byte(&mut self) -> Result<u8, String> {
@@ -2121,7 +2137,7 @@ fn decode_reply(frame: &[u8]) -> Result<Reply, String> {
             String::from_utf8(self.take(n)?.to_vec()).map_err(|e| e.to_string())
         }
     }
-    let mut r = R(&frame[12..], 0);
+    let mut r = R(payload, 0);
     let _schema = r.varint()?;
     let _id = r.string()?;
     let n = r.varint()? as usize;
@@ -2350,9 +2366,14 @@ fn init_refuses_malformed_frames() {
             &["magic"],
         ),
         (
-            "version 4",
-            one(with(header(MAGIC, 4, 10), &[0; 10])),
-            &["version 4"],
+            "the next version",
+            one(with(header(MAGIC, WIRE_VERSION + 1, 10), &[0; 10])),
+            &["version 5"],
+        ),
+        (
+            "the previous version",
+            one(with(header(MAGIC, WIRE_VERSION - 1, 10), &[0; 10])),
+            &["version 3"],
         ),
         (
             "version 0",

@@ -338,9 +338,12 @@ fn clip_value(value: Value) -> Value {
 
 /// Now, as `2026-11-28T04:05:06.789Z`.
 pub fn rfc3339_now() -> String {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    rfc3339_at(SystemTime::now())
+}
+
+/// `time`, as `2026-11-28T04:05:06.789Z`.
+pub fn rfc3339_at(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     rfc3339(since.as_secs(), since.subsec_millis())
 }
 

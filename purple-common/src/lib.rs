@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod capability;
+pub mod cgroup_files;
 pub mod codec;
 pub mod netd;
 pub mod policy;

@@ -1,10 +1,11 @@
 //! Messages between purple-supervisor and purple-init, and the socket
 //! transport that carries them with file descriptors (SCM_RIGHTS).
 //!
-//! One exchange per sandbox, one way each: the supervisor sends a
-//! [`SandboxRequest`] with the host paths it opened as the user attached as
-//! fds; purple-init answers with one [`ExitReport`](crate::report::ExitReport)
-//! when the sandbox is gone (or was refused).
+//! One exchange per sandbox: the supervisor sends a [`SandboxRequest`] with
+//! the host paths it opened as the user attached as fds; purple-init
+//! answers with [`InitReply`] frames: at most one `Started` once the
+//! command's sandbox exists, then exactly one `Finished` carrying the exit
+//! report when the sandbox is gone (or was refused).
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -13,12 +14,14 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup_files::LiveUsageSource;
 use crate::codec::{self, CodecError, HEADER_LEN};
 use crate::policy::Policy;
+use crate::report::ExitReport;
 use crate::values::AbsPath;
 
 /// Bumped whenever a message changes shape; both sides must match exactly.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Largest request purple-init reads. Bounds argv + env + policy: a request
 /// over it is refused before anything is decoded.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
@@ -55,6 +58,27 @@ pub struct SandboxRequest {
     /// a regular file opened for appending, where purple-init writes a copy
     /// of its events.
     pub audit_log: bool,
+}
+
+/// What purple-init sends back, in this order: at most one `Started`,
+/// then one `Finished`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum InitReply {
+    /// The sandbox exists and its PID 1 is building the root; the command
+    /// starts next. Not sent when the run is refused before that.
+    Started(SandboxStarted),
+    /// The sandbox is gone (or never existed): the exit report.
+    Finished(Box<ExitReport>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxStarted {
+    /// The id in the report and the audit trail.
+    pub sandbox_id: String,
+    /// Where the sandbox's cgroup counters can be read while it runs;
+    /// `None` when it runs without a cgroup (best effort on a host without
+    /// one).
+    pub usage: Option<LiveUsageSource>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use purple_common::protocol::{self, MAX_REPLY_BYTES};
+use purple_common::protocol::{self, InitReply, SandboxStarted, MAX_REPLY_BYTES};
 use purple_common::report::{ExitReport, EXIT_PURPLE_FAILED};
 
 use crate::hardening::StartState;
@@ -60,7 +60,8 @@ fn main() -> ExitCode {
         nix::sys::socket::sockopt::SendTimeout,
         &nix::sys::time::TimeVal::new(REPORT_SEND_TIMEOUT_S, 0),
     );
-    if let Err(e) = protocol::send_message(state.socket.as_fd(), &report, MAX_REPLY_BYTES, &[]) {
+    let reply = InitReply::Finished(Box::new(report));
+    if let Err(e) = protocol::send_message(state.socket.as_fd(), &reply, MAX_REPLY_BYTES, &[]) {
         warn_caller(&format!(
             "purple: purple-init: could not send the exit report: {e}"
         ));
@@ -305,6 +306,17 @@ fn run(
     if let Some(record) = &network_record {
         audit.net_attached(record);
     }
+    // Step 11c: tell the supervisor the sandbox exists and where its live
+    // counters are (`serve` shows them). A few hundred bytes into an empty
+    // socket buffer: this cannot block; a supervisor that is gone is seen
+    // through its pidfd while waiting, so a failed send changes nothing.
+    let started_reply = InitReply::Started(SandboxStarted {
+        sandbox_id: sandbox_id.to_owned(),
+        usage: cgroup
+            .as_ref()
+            .map(cgroup::SandboxCgroup::live_usage_source),
+    });
+    let _ = protocol::send_message(state.socket.as_fd(), &started_reply, MAX_REPLY_BYTES, &[]);
     // Step 12: init needs no capability from here on (removing the cgroup
     // needs none: root owns it).
     if let Err(e) = hardening::drop_all_capabilities() {

@@ -29,6 +29,99 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Show what this host supports and which guarantees hold here.
     Doctor,
+    /// Run the SandboxManager: many sandboxes at once behind a local
+    /// HTTP/1.1 JSON API on a unix socket (docs/api.md).
+    Serve(ServeArgs),
+    /// Queue a sandbox on a running `serve` and print its id (stdin is
+    /// /dev/null; the run options are those of `run`).
+    Submit(Box<SubmitArgs>),
+    /// List the sandboxes of a running `serve`.
+    Ps(PsArgs),
+    /// Print a sandbox's output (stdout to stdout, stderr to stderr).
+    Logs(LogsArgs),
+    /// Wait for a sandbox to finish; exits with its exit code.
+    Wait(IdArgs),
+    /// Kill a sandbox and every process in it.
+    Kill(IdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SocketArg {
+    /// The service's socket (default $XDG_RUNTIME_DIR/purple/supervisor.sock,
+    /// else /tmp/purple-<uid>/supervisor.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// Sandboxes running (or starting) at once.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_sandboxes: usize,
+    /// Sum of the memory limits of running sandboxes (default: the host's memory).
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<ByteSize>,
+    /// Sum of the CPU quotas of running sandboxes (default: the online CPUs).
+    #[arg(long, value_name = "F")]
+    pub max_cpus: Option<CpuQuota>,
+    /// Requests that may wait for room; beyond, 429.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_queue: usize,
+    /// stdout + stderr kept per sandbox; the rest is dropped (truncated).
+    #[arg(long, value_name = "SIZE", default_value = "16M")]
+    pub max_output: ByteSize,
+    /// Largest request body, stdin included.
+    #[arg(long, value_name = "SIZE", default_value = "8M")]
+    pub max_body: ByteSize,
+    /// How long a finished sandbox stays visible.
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub keep_finished: Timeout,
+    /// Output kept by finished sandboxes, all together; past it the oldest
+    /// finished sandboxes are forgotten before --keep-finished.
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    pub max_retained_output: ByteSize,
+    /// Memory limit of a sandbox whose policy names none.
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    pub default_memory: ByteSize,
+    /// CPU quota of a sandbox whose policy names none.
+    #[arg(long, value_name = "F", default_value = "1")]
+    pub default_cpus: CpuQuota,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub socket: SocketArg,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// Print the service's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// Keep printing as the command writes, until it ends.
+    #[arg(short, long)]
+    pub follow: bool,
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    #[command(flatten)]
+    pub socket: SocketArg,
+    pub id: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,12 +3,14 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use purple_common::protocol::{
-    self, SandboxRequest, TransportError, INIT_SOCKET_FD, MAX_REPLY_BYTES, MAX_REQUEST_BYTES,
+    self, InitReply, SandboxRequest, SandboxStarted, TransportError, INIT_SOCKET_FD,
+    MAX_REPLY_BYTES, MAX_REQUEST_BYTES,
 };
 use purple_common::report::ExitReport;
 
@@ -106,56 +108,176 @@ fn forward_stop_signals() {
 
 /// Runs one sandbox: spawn purple-init with the socket at fd 3 and our own
 /// stdin/stdout/stderr, send the request with its fds, wait for the report.
+/// Stop signals sent to us go on to purple-init.
 pub fn run_sandbox(
     init: &Path,
     request: &SandboxRequest,
     fds: &[std::os::fd::RawFd],
 ) -> Result<ExitReport, LaunchError> {
-    // Encode first so an oversized request never starts purple-init.
-    purple_common::codec::encode_frame(request, protocol::PROTOCOL_VERSION, MAX_REQUEST_BYTES)
-        .map_err(|e| LaunchError::RequestTooLarge(e.to_string()))?;
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(LaunchError::Socket)?;
-    let mut child = spawn_init(init, &theirs)?;
-    drop(theirs);
-    INIT_PID.store(i32::try_from(child.id()).unwrap_or(0), Ordering::SeqCst);
+    check_request_size(request)?;
+    let mut process = InitProcess::spawn(init, InheritedStdio::Ours)?;
+    INIT_PID.store(i32::try_from(process.pid()).unwrap_or(0), Ordering::SeqCst);
     forward_stop_signals();
-
-    if let Err(e) = protocol::send_message(ours.as_fd(), request, MAX_REQUEST_BYTES, fds) {
-        // purple-init may already have answered (e.g. refused): prefer that.
-        if let Ok((report, _)) =
-            protocol::receive_message::<ExitReport>(ours.as_fd(), MAX_REPLY_BYTES)
-        {
-            let _ = child.wait();
-            return Ok(report);
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(LaunchError::Send(e));
+    if let Some(report) = process.send_request(request, fds)? {
+        return Ok(report);
     }
-    STOP_SOCKET.store(ours.as_raw_fd(), Ordering::SeqCst);
-    let reply = protocol::receive_message::<ExitReport>(ours.as_fd(), MAX_REPLY_BYTES);
+    STOP_SOCKET.store(process.socket.as_raw_fd(), Ordering::SeqCst);
+    let ending = process.wait_report();
     STOP_SOCKET.store(-1, Ordering::SeqCst);
-    let status = child.wait();
-    match reply {
-        Ok((report, _)) => Ok(report),
-        Err(_) => Err(LaunchError::NoReport {
-            status: status
-                .map(|s| s.to_string())
-                .unwrap_or_else(|e| e.to_string()),
-        }),
+    ending.map(|(_, report)| report)
+}
+
+/// Encodes the request once, so that an oversized one never starts
+/// purple-init.
+pub fn check_request_size(request: &SandboxRequest) -> Result<(), LaunchError> {
+    purple_common::codec::encode_frame(request, protocol::PROTOCOL_VERSION, MAX_REQUEST_BYTES)
+        .map(|_| ())
+        .map_err(|e| LaunchError::RequestTooLarge(e.to_string()))
+}
+
+/// The standard streams purple-init (and so the command) gets.
+#[derive(Debug)]
+pub enum InheritedStdio {
+    /// The supervisor's own (`run`).
+    Ours,
+    /// Pipes read and written by the caller (`serve`); stdin is /dev/null
+    /// unless `stdin` is set.
+    Pipes { stdin: bool },
+}
+
+/// One running purple-init and our end of its request socket.
+#[derive(Debug)]
+pub struct InitProcess {
+    child: Child,
+    socket: Arc<OwnedFd>,
+}
+
+/// Asks a purple-init to end its sandbox, from any thread, once the whole
+/// request is on the socket (before that purple-init may still stop to
+/// read a byte that belongs to the request).
+#[derive(Debug, Clone)]
+pub struct StopHandle(Arc<OwnedFd>);
+
+impl StopHandle {
+    /// Writes the stop byte (a signal number, SIGTERM for `serve`'s kill).
+    /// purple-init kills PID 1, which takes every process of the sandbox,
+    /// and still sends its report. A failed write means purple-init is
+    /// gone already.
+    pub fn stop(&self, signal: i32) {
+        let byte = [u8::try_from(signal).unwrap_or(libc::SIGTERM as u8)];
+        let _ = nix::sys::socket::send(
+            self.0.as_raw_fd(),
+            &byte,
+            nix::sys::socket::MsgFlags::MSG_NOSIGNAL | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        );
     }
 }
 
-fn spawn_init(init: &Path, socket: &OwnedFd) -> Result<Child, LaunchError> {
+impl InitProcess {
+    pub fn spawn(init: &Path, stdio: InheritedStdio) -> Result<InitProcess, LaunchError> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(LaunchError::Socket)?;
+        let child = spawn_init(init, &theirs, stdio)?;
+        Ok(InitProcess {
+            child,
+            socket: Arc::new(ours),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The pipes of [`InheritedStdio::Pipes`], once.
+    pub fn take_stdio(
+        &mut self,
+    ) -> (
+        Option<std::process::ChildStdin>,
+        Option<std::process::ChildStdout>,
+        Option<std::process::ChildStderr>,
+    ) {
+        (
+            self.child.stdin.take(),
+            self.child.stdout.take(),
+            self.child.stderr.take(),
+        )
+    }
+
+    /// Sends the request with its fds. `Ok(Some(report))` when purple-init
+    /// refused it before reading all of it.
+    pub fn send_request(
+        &mut self,
+        request: &SandboxRequest,
+        fds: &[std::os::fd::RawFd],
+    ) -> Result<Option<ExitReport>, LaunchError> {
+        let Err(e) = protocol::send_message(self.socket.as_fd(), request, MAX_REQUEST_BYTES, fds)
+        else {
+            return Ok(None);
+        };
+        // purple-init may already have answered (e.g. refused): prefer that.
+        if let Ok((InitReply::Finished(report), _)) =
+            protocol::receive_message::<InitReply>(self.socket.as_fd(), MAX_REPLY_BYTES)
+        {
+            let _ = self.child.wait();
+            return Ok(Some(*report));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Err(LaunchError::Send(e))
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(Arc::clone(&self.socket))
+    }
+
+    /// The next reply; `Started` comes at most once, before `Finished`.
+    pub fn next_reply(&self) -> Result<InitReply, TransportError> {
+        protocol::receive_message::<InitReply>(self.socket.as_fd(), MAX_REPLY_BYTES)
+            .map(|(reply, _)| reply)
+    }
+
+    /// Reads replies up to the report, then reaps purple-init.
+    pub fn wait_report(self) -> Result<(Option<SandboxStarted>, ExitReport), LaunchError> {
+        let mut started = None;
+        let reply = loop {
+            match self.next_reply() {
+                Ok(InitReply::Started(s)) => started = Some(s),
+                Ok(InitReply::Finished(report)) => break Ok(*report),
+                Err(e) => break Err(e),
+            }
+        };
+        self.finish(reply).map(|report| (started, report))
+    }
+
+    /// Reaps purple-init after its last reply (or a failed read).
+    pub fn finish(
+        mut self,
+        reply: Result<ExitReport, TransportError>,
+    ) -> Result<ExitReport, LaunchError> {
+        let status = self.child.wait();
+        reply.map_err(|_| LaunchError::NoReport {
+            status: status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string()),
+        })
+    }
+}
+
+fn spawn_init(init: &Path, socket: &OwnedFd, stdio: InheritedStdio) -> Result<Child, LaunchError> {
     let socket_fd = socket.as_raw_fd();
     let mut command = Command::new(init);
     command.env_clear();
+    if let InheritedStdio::Pipes { stdin } = stdio {
+        command
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    }
     // Honoured by purple-init only when the real caller is root (tests).
     for name in ["PURPLE_CONFIG", "PURPLE_NETD_SOCKET"] {
         if let Some(value) = std::env::var_os(name) {

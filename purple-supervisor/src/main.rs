@@ -3,10 +3,12 @@
 //! purple-init to build and run the sandbox.
 
 mod cli;
+mod clients;
 mod doctor;
 mod host_paths;
 mod launcher;
 mod policy_args;
+mod serve;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -49,6 +51,12 @@ fn main() -> ExitCode {
         },
         Command::Policy(PolicyCommand::Show { policy }) => show_policy(policy.as_deref()),
         Command::Doctor => Ok(doctor::run()),
+        Command::Serve(args) => serve::run(&args),
+        Command::Submit(args) => clients::submit(&args),
+        Command::Ps(args) => clients::ps(&args),
+        Command::Logs(args) => clients::logs(&args),
+        Command::Wait(args) => clients::wait(&args),
+        Command::Kill(args) => clients::kill(&args),
     };
     match code {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(EXIT_PURPLE_FAILED as u8)),
@@ -258,6 +266,6 @@ fn write_report(path: &std::path::Path, report: &ExitReport) -> anyhow::Result<(
 /// through NSS, so the release build can be linked statically and start-up
 /// never waits on a directory service; accounts found only through NSS
 /// (LDAP, sssd) are named `u<uid>`.
-fn user_name() -> String {
+pub(crate) fn user_name() -> String {
     purple_common::audit::user_name_of(nix::unistd::getuid().as_raw())
 }

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod net;
+pub mod serve;
 
 use std::ffi::OsStr;
 use std::io::Write;

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use purple_common::cgroup_files::{keyed, read, single};
 use purple_common::report::{LimitEvents, Usage};
 
 /// Counters of one sandbox cgroup, as the exit report wants them.
@@ -15,24 +16,6 @@ use purple_common::report::{LimitEvents, Usage};
 pub struct Counters {
     pub usage: Usage,
     pub events: LimitEvents,
-}
-
-/// The value of `key` in a flat-keyed file (`key value` per line), such as
-/// memory.events, memory.oom_control, pids.events or cpu.stat.
-pub fn keyed(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|line| {
-        let (k, v) = line.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok()).flatten()
-    })
-}
-
-/// A file holding one number.
-pub fn single(text: &str) -> Option<u64> {
-    text.trim().parse().ok()
-}
-
-fn read(dir: &Path, file: &str) -> Option<String> {
-    std::fs::read_to_string(dir.join(file)).ok()
 }
 
 /// v2: everything lives in the one sandbox directory.
@@ -93,19 +76,6 @@ pub fn read_v1(memory: &Path, pids: &Path, cpuacct: &Path) -> Counters {
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keyed_files() {
-        let events = "low 0\nhigh 3\nmax 7\noom 2\noom_kill 1\noom_group_kill 0\n";
-        assert_eq!(keyed(events, "oom_kill"), Some(1));
-        assert_eq!(keyed(events, "oom"), Some(2));
-        assert_eq!(keyed(events, "missing"), None);
-        let oom_control = "oom_kill_disable 0\nunder_oom 0\noom_kill 4\n";
-        assert_eq!(keyed(oom_control, "oom_kill"), Some(4));
-        assert_eq!(keyed("max 12\n", "max"), Some(12));
-        assert_eq!(single("1234\n"), Some(1234));
-        assert_eq!(single("max\n"), None);
-    }
 
     fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

@@ -25,6 +25,7 @@ use cgroups_rs::cpu::CpuController;
 use cgroups_rs::memory::{MemController, SetMemory};
 use cgroups_rs::pid::PidController;
 use cgroups_rs::{CgroupPid, Controller, MaxValue};
+use purple_common::cgroup_files::LiveUsageSource;
 
 use self::counters::Counters;
 use self::layout::{Layout, LayoutError, Membership, V2_CONTROLLERS};
@@ -402,6 +403,19 @@ impl SandboxCgroup {
 
     pub fn swap(&self) -> &SwapBound {
         &self.swap
+    }
+
+    /// Where the supervisor can read this cgroup's counters while the
+    /// sandbox runs.
+    pub fn live_usage_source(&self) -> LiveUsageSource {
+        match (&self.layout, self.dirs.first()) {
+            (Layout::V2(_), Some(dir)) => LiveUsageSource::V2 { dir: dir.clone() },
+            _ => LiveUsageSource::V1 {
+                memory: self.dir_of("memory"),
+                cpuacct: self.dir_of("cpuacct"),
+                pids: self.dir_of("pids"),
+            },
+        }
     }
 
     pub fn counters(&self) -> Counters {

@@ -1,0 +1,5 @@
+//! The parts of purple-supervisor that other crates use: the HTTP/1.1
+//! transport of the SandboxManager API (the integration tests speak it
+//! too). Everything else lives in the binary.
+
+pub mod http;
