@@ -70,6 +70,9 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(EXIT_PURPLE_FAILED as u8))
 }
 
+/// How long the `Started` message may wait for room on the socket.
+const STARTED_SEND_TIMEOUT_US: i64 = 200_000;
+
 /// How long the exit report may wait for the supervisor to read it.
 const REPORT_SEND_TIMEOUT_S: i64 = 10;
 
@@ -307,15 +310,23 @@ fn run(
         audit.net_attached(record);
     }
     // Step 11c: tell the supervisor the sandbox exists and where its live
-    // counters are (`serve` shows them). A few hundred bytes into an empty
-    // socket buffer: this cannot block; a supervisor that is gone is seen
-    // through its pidfd while waiting, so a failed send changes nothing.
+    // counters are (`serve` shows them). Optional: a failed or timed-out
+    // send changes nothing (a supervisor that is gone is seen through its
+    // pidfd while waiting).
     let started_reply = InitReply::Started(SandboxStarted {
         sandbox_id: sandbox_id.to_owned(),
         usage: cgroup
             .as_ref()
             .map(cgroup::SandboxCgroup::live_usage_source),
     });
+    // The caller controls the other end (and can shrink its buffer): a
+    // short send timeout keeps this optional message from holding init
+    // before the wait that enforces the timeout.
+    let _ = nix::sys::socket::setsockopt(
+        &state.socket,
+        nix::sys::socket::sockopt::SendTimeout,
+        &nix::sys::time::TimeVal::new(0, STARTED_SEND_TIMEOUT_US),
+    );
     let _ = protocol::send_message(state.socket.as_fd(), &started_reply, MAX_REPLY_BYTES, &[]);
     // Step 12: init needs no capability from here on (removing the cgroup
     // needs none: root owns it).

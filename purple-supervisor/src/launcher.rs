@@ -273,6 +273,9 @@ fn spawn_init(init: &Path, socket: &OwnedFd, stdio: InheritedStdio) -> Result<Ch
     let mut command = Command::new(init);
     command.env_clear();
     if let InheritedStdio::Pipes { stdin } = stdio {
+        // A terminal's Ctrl-C reaches `serve`, which stops its sandboxes
+        // in order; it must not also reach every purple-init directly.
+        command.process_group(0);
         command
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())

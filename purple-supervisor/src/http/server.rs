@@ -672,7 +672,9 @@ impl<'a> Connection<'a> {
         let head_only = request.method == "HEAD";
         let version = request.version;
         // A handler bug must cost one reply, not the connection thread
-        // without an answer.
+        // without an answer. (Only in builds that unwind: the release
+        // profile aborts on panic, so there a panic ends the service, and
+        // purple-init then ends each sandbox.)
         let reply = catch_unwind(AssertUnwindSafe(|| handler(request))).unwrap_or_else(|_| {
             Reply::Full(Response::error(
                 500,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use purple_common::policy::parse::parse_policy;
 use purple_common::policy::Policy;
+use purple_common::protocol::{SandboxRequest, MAX_REQUEST_BYTES};
 use purple_common::values::{check_env_value, AbsPath, EnvName};
 use purple_supervisor::http::server::{ChunkedWriter, Reply, Request, Response};
 use serde::Deserialize;
@@ -165,7 +166,18 @@ fn parse_create(body: &[u8]) -> Result<Submission, Invalid> {
         ));
     }
     let mut policy = match &body.policy {
-        Some(value) => policy_from_json(value)?,
+        Some(value) => {
+            // The conversion below costs a multiple of its input: the
+            // policy alone must fit the request frame purple-init reads.
+            let size = serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
+            if size > MAX_REQUEST_BYTES {
+                return Err(Invalid::at(
+                    "policy",
+                    format!("the policy is {size} bytes; at most {MAX_REQUEST_BYTES}"),
+                ));
+            }
+            policy_from_json(value)?
+        }
         None => Policy::default(),
     };
     for (key, value) in &body.env {
@@ -202,9 +214,22 @@ fn parse_create(body: &[u8]) -> Result<Submission, Invalid> {
         ),
         (None, None) => None,
     };
-    Ok(Submission {
-        argv: body.argv,
+    // What purple-init would refuse as too large is refused now, before
+    // it is queued and kept.
+    let request = SandboxRequest {
         policy,
+        argv: body.argv,
+        mounts: Vec::new(),
+        user_name: String::new(),
+        audit_log: false,
+    };
+    crate::launcher::check_request_size(&request).map_err(|e| Invalid {
+        message: format!("argv, env and policy together are too large: {e}"),
+        field: None,
+    })?;
+    Ok(Submission {
+        argv: request.argv,
+        policy: request.policy,
         stdin,
     })
 }

@@ -122,7 +122,7 @@ pub enum SubmitError {
     Pool(#[from] PoolError),
     #[error("the service is shutting down")]
     ShuttingDown,
-    #[error("queued requests already hold {held} of stdin (at most {max}); try again when sandboxes have started")]
+    #[error("queued requests already hold {held} of stdin and arguments (at most {max}); try again when sandboxes have started")]
     StdinBacklog { held: String, max: String },
 }
 
@@ -254,6 +254,30 @@ pub struct Snapshot {
     pub pool: PoolView,
 }
 
+/// What an argv costs to keep, roughly.
+fn argv_bytes(argv: &[String]) -> u64 {
+    argv.iter().map(|a| a.len() as u64 + 24).sum()
+}
+
+/// Most bytes of argv one list entry shows; `GET /v1/sandboxes/{id}`
+/// has all of it.
+const LIST_ARGV_BYTES: usize = 1024;
+
+/// The first arguments up to [`LIST_ARGV_BYTES`], then `"..."`.
+fn shortened(argv: &[String]) -> Vec<String> {
+    let mut total = 0;
+    let mut out = Vec::new();
+    for arg in argv {
+        total += arg.len();
+        if total > LIST_ARGV_BYTES {
+            out.push("...".to_owned());
+            break;
+        }
+        out.push(arg.clone());
+    }
+    out
+}
+
 fn millicpus_to_cpus(m: u64) -> f64 {
     m as f64 / 1000.0
 }
@@ -301,7 +325,8 @@ impl Manager {
         if state.shutting_down {
             return Err(SubmitError::ShuttingDown);
         }
-        let stdin_bytes = submission.stdin.as_ref().map_or(0, |s| s.len() as u64);
+        let stdin_bytes =
+            submission.stdin.as_ref().map_or(0, |s| s.len() as u64) + argv_bytes(&submission.argv);
         if state.queued_stdin + stdin_bytes > self.config.max_queued_stdin {
             return Err(SubmitError::StdinBacklog {
                 held: ByteSize::from_bytes(state.queued_stdin).human(),
@@ -340,6 +365,10 @@ impl Manager {
 
     /// Starts every queued sandbox that fits now, in queue order.
     fn dispatch(self: &Arc<Self>, state: &mut State) {
+        // Shutdown kills the queue; nothing may start from it meanwhile.
+        if state.shutting_down {
+            return;
+        }
         while let Some((id, need)) = state.pool.start_next() {
             let Some(entry) = state.entries.get_mut(&id) else {
                 state.pool.release(need);
@@ -349,7 +378,8 @@ impl Manager {
                 state.pool.release(need);
                 continue;
             };
-            let stdin_bytes = job.stdin.as_ref().map_or(0, |s| s.len() as u64);
+            let stdin_bytes =
+                job.stdin.as_ref().map_or(0, |s| s.len() as u64) + argv_bytes(&entry.argv);
             state.queued_stdin = state.queued_stdin.saturating_sub(stdin_bytes);
             entry.status = Status::Initializing;
             let manager = Arc::clone(self);
@@ -455,7 +485,12 @@ impl Manager {
         state
             .order
             .iter()
-            .filter_map(|id| state.entries.get(id).map(|e| Manager::summary(id, e)))
+            .filter_map(|id| {
+                state.entries.get(id).map(|e| Summary {
+                    argv: shortened(&e.argv),
+                    ..Manager::summary(id, e)
+                })
+            })
             .collect()
     }
 
@@ -548,7 +583,8 @@ impl Manager {
                 .job
                 .take()
                 .and_then(|job| job.stdin)
-                .map_or(0, |s| s.len() as u64);
+                .map_or(0, |s| s.len() as u64)
+                + argv_bytes(&entry.argv);
             state.queued_stdin = state.queued_stdin.saturating_sub(stdin_bytes);
             entry.status = Status::Killed;
             entry.error = Some("killed while queued; it never started".to_owned());
@@ -616,7 +652,11 @@ impl Manager {
             .iter()
             .filter_map(|(id, e)| {
                 let at = e.finished_instant?;
-                Some((at, id.clone(), e.output.totals().kept_bytes))
+                Some((
+                    at,
+                    id.clone(),
+                    e.output.totals().kept_bytes + argv_bytes(&e.argv),
+                ))
             })
             .collect();
         let mut retained: u64 = finished.iter().map(|(_, _, kept)| kept).sum();

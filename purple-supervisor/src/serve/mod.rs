@@ -4,8 +4,8 @@
 //!
 //! Setup order: options into a budget, then the socket (refusing a live
 //! one before anything else exists), then the stop signals, then serving;
-//! at the end the sandboxes are stopped before the socket goes, so that no
-//! client sees a service that accepts but cannot run anything.
+//! at the end the socket goes first (nothing accepts on it any more), then
+//! the sandboxes are stopped.
 
 mod api;
 mod manager;
@@ -129,10 +129,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<i32> {
     let routes = Arc::clone(&manager);
     let handler: Arc<server::Handler> = Arc::new(move |request| api::handle(&routes, request));
     let served = server::run_accept_loop(listener, &limits, handler, &STOP);
-    // Step 5: stop the sandboxes first (purple-init sends each report),
-    // then take the socket away.
-    let all_ended = manager.shutdown(SHUTDOWN_WAIT);
+    // Step 5: the socket goes as soon as nothing accepts on it, so that a
+    // new service started meanwhile is never deleted by this one; then the
+    // sandboxes are stopped (purple-init sends each report).
     let _ = std::fs::remove_file(&path);
+    let all_ended = manager.shutdown(SHUTDOWN_WAIT);
     served.with_context(|| format!("serving on {}", path.display()))?;
     if !all_ended {
         eprintln!(

@@ -41,7 +41,12 @@ struct Kept {
     open_streams: u8,
     /// The sandbox has ended: no chunk will follow once the streams close.
     ended: bool,
+    /// Chunks below this index were handed to a reader and never grow.
+    sealed: usize,
 }
+
+/// The largest chunk small writes are merged into.
+const MERGE_LIMIT: usize = 64 * 1024;
 
 /// Shared between the pipe readers, the runner and any number of readers.
 #[derive(Debug)]
@@ -106,7 +111,20 @@ impl OutputLog {
         }
         if take > 0 {
             kept.totals.kept_bytes += take as u64;
-            kept.chunks.push((stream, bytes[..take].to_vec()));
+            // Many tiny writes must not cost a chunk each: the last chunk
+            // grows while it is of the same stream and small. A follower
+            // that already read it is not affected: it goes by index, and
+            // the index moves on only with a new chunk.
+            let piece = &bytes[..take];
+            let last_open = kept.chunks.len() > kept.sealed;
+            match kept.chunks.last_mut() {
+                Some((last, data))
+                    if last_open && *last == stream && data.len() + piece.len() <= MERGE_LIMIT =>
+                {
+                    data.extend_from_slice(piece)
+                }
+                _ => kept.chunks.push((stream, piece.to_vec())),
+            }
         }
         self.changed.notify_all();
     }
@@ -150,6 +168,9 @@ impl OutputLog {
             .get(from..)
             .map(<[_]>::to_vec)
             .unwrap_or_default();
+        // What a reader has seen must not grow under it: its next read
+        // starts at the following index.
+        kept.sealed = kept.sealed.max(kept.chunks.len());
         Batch {
             next: from + chunks.len(),
             chunks,
@@ -182,6 +203,33 @@ mod tests {
                 (Stream::Stderr, b"ab".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn small_writes_merge_but_never_into_a_chunk_already_read() {
+        let log = OutputLog::new(1 << 20);
+        for _ in 0..1000 {
+            log.append(Stream::Stdout, b"x");
+        }
+        let first = log.read_from(0, None);
+        assert_eq!(first.chunks.len(), 1);
+        log.append(Stream::Stdout, b"y");
+        log.append(Stream::Stderr, b"z");
+        let second = log.read_from(first.next, None);
+        assert_eq!(
+            second.chunks,
+            vec![
+                (Stream::Stdout, b"y".to_vec()),
+                (Stream::Stderr, b"z".to_vec())
+            ]
+        );
+        let all: Vec<u8> = log
+            .read_from(0, None)
+            .chunks
+            .into_iter()
+            .flat_map(|(_, b)| b)
+            .collect();
+        assert_eq!(all.len(), 1002);
     }
 
     #[test]
