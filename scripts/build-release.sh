@@ -12,5 +12,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 host=$(rustc -vV | sed -n 's/^host: //p')
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    cargo build --release --locked --target "$host" -p purple-supervisor -p purple-init >&2
+    cargo build --release --locked --target "$host" -p purple-supervisor -p purple-init -p purple-netd >&2
 echo "${CARGO_TARGET_DIR:-$PWD/target}/$host/release"

@@ -219,6 +219,33 @@ fn a_crash_of_netd_is_cleaned_up_after_restart() {
     });
 }
 
+/// The packaged systemd unit starts netd with CAP_NET_ADMIN as the whole
+/// bounding set and no_new_privs; netd must start and serve like that (it
+/// then has no CAP_SETPCAP, so it must not try to drop what is gone).
+#[test]
+fn netd_runs_with_only_net_admin_in_its_bounding_set() {
+    if !require_root("netd_runs_with_only_net_admin_in_its_bounding_set") {
+        return;
+    }
+    let mut w = World::new();
+    w.start_netd_under(&[
+        "setpriv",
+        "--bounding-set=-all,+net_admin",
+        "--inh-caps=-all",
+        "--no-new-privs",
+        "--",
+    ]);
+    let sandbox = w.sandbox(&["tcp:80"], &[]);
+    assert!(link_exists(&sandbox.att.host_interface), "{}", w.netd_log());
+    w.detach(&sandbox.id);
+    w.assert_netd_alive();
+    let log = w.netd_log();
+    assert!(
+        log.contains("bounding=CAP_NET_ADMIN"),
+        "netd's log does not say what it kept:\n{log}"
+    );
+}
+
 fn raw_exchange(socket: &Path, bytes: &[u8]) -> Result<NetdReply, String> {
     let mut s = UnixStream::connect(socket).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

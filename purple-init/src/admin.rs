@@ -551,6 +551,14 @@ mod tests {
         assert!(parse("[capabilities]\nallow_extra = [\"CAP_FLY\"]\n").is_err());
     }
 
+    /// The packages install this file as /etc/purple/purple.toml and say
+    /// it holds the built-in values: it must parse, and to exactly those.
+    #[test]
+    fn the_packaged_config_is_the_built_in_defaults() {
+        let packaged = include_str!("../../packaging/purple.toml");
+        assert_eq!(parse(packaged), Ok(AdminConfig::default()));
+    }
+
     #[test]
     fn limits_read_as_numbers_or_strings() {
         let c = parse(

@@ -6,6 +6,7 @@
 //! is stale is a pure function of it ([`reconcile`]); only [`host`] and
 //! [`daemon`] act. See docs/network.md.
 
+pub mod cli;
 pub mod daemon;
 pub mod host;
 pub mod ident;

@@ -52,8 +52,12 @@ pub fn drop_to_net_admin() -> Result<String, PrivsError> {
         return Err(PrivsError::NoNetAdmin);
     }
     // The bounding set first: shrinking it needs CAP_SETPCAP, which goes
-    // with the effective set below.
-    for cap in caps::runtime::thread_all_supported() {
+    // with the effective set below. Only what is in it is dropped: under a
+    // service manager that already cut it to CAP_NET_ADMIN (the packaged
+    // unit does) there is no CAP_SETPCAP, and the kernel refuses even a
+    // drop that would change nothing.
+    let bounding = caps::read(None, CapSet::Bounding).map_err(caps_err("read", "bounding"))?;
+    for cap in bounding {
         if cap != KEPT {
             caps::drop(None, CapSet::Bounding, cap).map_err(caps_err("drop", "bounding"))?;
         }

@@ -10,9 +10,9 @@ use purple_common::policy::parse::policy_to_toml;
 use purple_supervisor::http::client;
 use serde_json::{json, Value};
 
-use crate::cli::{IdArgs, LogsArgs, PsArgs, SocketArg, SubmitArgs};
 use crate::policy_args;
 use crate::serve::socket;
+use purple_supervisor::cli::{IdArgs, LogsArgs, PsArgs, SocketArg, SubmitArgs};
 
 fn socket_of(arg: &SocketArg) -> PathBuf {
     socket::resolve(arg.socket.as_deref())

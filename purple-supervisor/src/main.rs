@@ -2,7 +2,6 @@
 //! validates the policy, opens host paths as the user, and asks the setuid
 //! purple-init to build and run the sandbox.
 
-mod cli;
 mod clients;
 mod doctor;
 mod host_paths;
@@ -20,7 +19,7 @@ use purple_common::policy::Policy;
 use purple_common::protocol::SandboxRequest;
 use purple_common::report::{ExitReport, Outcome, EXIT_PURPLE_FAILED, REPORT_SCHEMA_VERSION};
 
-use crate::cli::{Cli, Command, PolicyCommand, RunArgs};
+use purple_supervisor::cli::{Cli, Command, PolicyCommand, RunArgs};
 
 fn main() -> ExitCode {
     // Before anything opens a file: a closed 0/1/2 would be reused by the

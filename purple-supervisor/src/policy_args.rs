@@ -7,7 +7,7 @@ use purple_common::policy::parse::{format_diagnostics, parse_policy_bytes};
 use purple_common::policy::{NetworkMode, Policy};
 use purple_common::values::EnvName;
 
-use crate::cli::RunArgs;
+use purple_supervisor::cli::RunArgs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyArgsError {

@@ -368,10 +368,23 @@ impl World {
     /// Starts purple-netd (killing the one this World runs, if any) and
     /// waits for its socket.
     pub fn start_netd(&mut self) {
+        self.start_netd_under(&[]);
+    }
+
+    /// Starts purple-netd as the last argument of `wrapper` (such as a
+    /// `setpriv` that narrows what it starts with), or directly.
+    pub fn start_netd_under(&mut self, wrapper: &[&str]) {
         self.kill_netd();
         let log = File::create(self.dir.path().join("netd.log")).unwrap();
         let _ = std::fs::remove_file(&self.socket);
-        let mut cmd = Command::new(netd_binary());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(netd_binary());
+                cmd
+            }
+            None => Command::new(netd_binary()),
+        };
         let child = die_with_parent(&mut cmd)
             .arg("--socket")
             .arg(&self.socket)

@@ -25,7 +25,7 @@ use purple_supervisor::http::server::{self, Limits};
 
 use self::manager::{Manager, ServeConfig};
 use self::pool::Capacity;
-use crate::cli::ServeArgs;
+use purple_supervisor::cli::ServeArgs;
 
 /// How long shutdown waits for the running sandboxes' reports.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
