@@ -48,7 +48,12 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo "== man pages and completions" >&2
 cargo run --quiet --locked -p purple-manuals -- "$man" --date "$date_ymd"
 section5() { # name, one-line description, source page
-    { printf '# NAME\n\n%s - %s\n\n' "$1" "$2"; cat "$3"; } |
+    {
+        printf '# NAME\n\n%s - %s\n\n' "$1" "$2"
+        cat "$3"
+        printf '\n# SEE ALSO\n\npurple-supervisor(1), purple-policy(5), purple.toml(5), purple-netd(8).\n'
+        printf 'The pages named *.md above are in /usr/share/doc/purple/.\n'
+    } |
         lowdown -s -Tman -M "title=$1" -M "section=5" -M "date=$date_ymd" \
             -M "source=Purple $version" -M "volume=Purple Manual" -o "$man/man5/$1.5"
 }

@@ -353,8 +353,9 @@ fn run(
             .as_mut()
             .and_then(|c| c.remove().err())
             .map(|e| e.to_string()),
-        // The veth is gone with the namespace; the rules and their counters
-        // go now.
+        // The sandbox's processes are gone, but its network namespace (held
+        // by `Attached`) keeps the veth, so netd's reconcile leaves the rules
+        // alone until this detach reads their counters and removes them.
         network: match (attached.as_mut(), network_record.as_mut()) {
             (Some(a), Some(record)) => {
                 match a.detach() {

@@ -6,7 +6,7 @@
 //! which holds CAP_NET_ADMIN in the user namespace owning the network
 //! namespace (the workload holds none there, so it cannot change it).
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -267,7 +267,13 @@ pub struct Attached {
     socket: PathBuf,
     sandbox_id: String,
     pub attachment: Attachment,
-    detached: bool,
+    /// The sandbox's network namespace, held until detach: netd counts a
+    /// sandbox live while its host interface exists, and the interface dies
+    /// with the namespace. Without this hold the namespace goes when the
+    /// sandbox's last process exits, and a reconcile pass between that exit
+    /// and the detach would delete the rules and their counters, leaving the
+    /// report without them.
+    netns: Option<OwnedFd>,
 }
 
 /// Asks purple-netd for the sandbox's veth and rules; `netns` is the
@@ -275,7 +281,7 @@ pub struct Attached {
 pub fn attach(
     plan: &NetworkPlan,
     sandbox_id: &str,
-    netns: BorrowedFd<'_>,
+    netns: OwnedFd,
 ) -> Result<Attached, NetworkError> {
     let request = NetdRequest::Attach(netd::AttachRequest {
         version: netd::NETD_PROTOCOL_VERSION,
@@ -285,12 +291,12 @@ pub fn attach(
         allow_in: plan.allow_in.clone(),
     });
     let socket = plan.netd_socket.clone();
-    match call(&socket, &request, Some(netns))? {
+    match call(&socket, &request, Some(netns.as_fd()))? {
         NetdReply::Attached(attachment) => Ok(Attached {
             socket,
             sandbox_id: sandbox_id.to_owned(),
             attachment,
-            detached: false,
+            netns: Some(netns),
         }),
         NetdReply::Refused { reason } => Err(NetworkError::Refused { socket, reason }),
         NetdReply::Detached(_) => Err(NetworkError::Unexpected { socket }),
@@ -300,7 +306,9 @@ pub fn attach(
 impl Attached {
     /// Removes the veth and the rules; returns the sandbox's counters.
     pub fn detach(&mut self) -> Result<Option<NetCounters>, NetworkError> {
-        self.detached = true;
+        // Once netd has been asked (whatever it answers) the hold has done
+        // its work; a failed detach leaves the rest to netd's reconcile.
+        let _netns = self.netns.take();
         let request = NetdRequest::detach(self.sandbox_id.clone());
         match call(&self.socket, &request, None)? {
             NetdReply::Detached(counters) => Ok(counters),
@@ -317,7 +325,7 @@ impl Attached {
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        if !self.detached {
+        if self.netns.is_some() {
             let _ = self.detach();
         }
     }

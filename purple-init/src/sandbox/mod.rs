@@ -302,7 +302,7 @@ pub fn launch(
                         errno,
                     })
                 })?;
-                let attached = crate::network::attach(wanted, sandbox_id, netns.as_fd())
+                let attached = crate::network::attach(wanted, sandbox_id, netns)
                     .map_err(|e| kill(LaunchError::from(e)))?;
                 net_channel::send_attachment(channel, &attached.attachment).map_err(|errno| {
                     kill(LaunchError::NetChannel {
