@@ -212,7 +212,8 @@ else
     # other sandboxing settings are checked by systemd-analyze above, not
     # exercised). netd allows one instance per host: one that runs already
     # is not this script's to replace.
-    if ! flock -n "$run_dir/netd.lock" true; then
+    # (Only an existing lock file can be held; flock(1) would create one.)
+    if [ -e "$run_dir/netd.lock" ] && ! flock -n "$run_dir/netd.lock" true; then
         fail "a purple-netd runs already on $run_dir/netd.sock; stop it first"
     fi
     setpriv --bounding-set=-all,+net_admin --inh-caps=-all --ambient-caps=-all --no-new-privs \

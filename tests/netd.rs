@@ -408,7 +408,7 @@ fn host_forwarding_is_guarded_when_netd_turned_it_on() {
     let w = World::new();
     let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
     // Seen once at 0 here in a full local run (netd's log said it had
-    // turned it on) and not in the 17 runs after: say everything if it
+    // turned it on) and not in the 25 runs after: say everything if it
     // comes back.
     assert_eq!(
         forwarding.trim(),
